@@ -1,0 +1,43 @@
+# The two commands of the README:
+#   make book   build the site into _build/html (executing every notebook)
+#   make test   lint, build the book, and run the whole test suite
+# Both create a project-local virtual environment in .venv on first use.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: book test lint unit notebooks clean distclean
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	touch $(STAMP)
+
+book: $(STAMP)
+	$(BIN)/jupyter-book build . -W -n --keep-going
+
+lint: $(STAMP)
+	$(BIN)/ruff check ce_lib tests tools
+
+# Unit and property tests of ce_lib (no book build needed).
+unit: $(STAMP)
+	$(BIN)/python -m pytest tests
+
+# The book's notebooks under nbval: each chapter is converted with jupytext and
+# re-executed, and its outputs must equal the ones the book build printed.
+notebooks: book
+	$(BIN)/python tools/nbval_prepare.py --out _build/nbval
+	$(BIN)/python -m pytest --nbval --nbval-current-env -p no:cacheprovider _build/nbval
+
+test: lint book
+	$(BIN)/python tools/nbval_prepare.py --out _build/nbval
+	$(BIN)/python -m pytest tests _build/nbval --nbval --nbval-current-env
+
+clean:
+	rm -rf _build
+
+distclean: clean
+	rm -rf $(VENV)

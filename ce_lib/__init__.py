@@ -1,0 +1,64 @@
+"""ce_lib: softmax and cross-entropy, written to be read next to the formulas.
+
+The companion library of the course *Softmax & Cross-Entropy*. NumPy in,
+NumPy out; every loss ``L`` has a closed-form gradient ``L_grad``; names and
+defaults follow ``torch.nn.functional`` except that the class axis is
+``axis=-1`` by default.
+"""
+
+from .functional import (
+    log_sigmoid,
+    log_softmax,
+    logsumexp,
+    sigmoid,
+    softmax,
+    softmax_jacobian,
+    softplus,
+)
+from .gradcheck import GradcheckResult, gradcheck, numerical_gradient, relative_error
+from .losses import (
+    binary_cross_entropy,
+    binary_cross_entropy_grad,
+    binary_cross_entropy_with_logits,
+    binary_cross_entropy_with_logits_grad,
+    cross_entropy,
+    cross_entropy_grad,
+    hinge_loss,
+    hinge_loss_grad,
+    lse_hinge_loss,
+    lse_hinge_loss_grad,
+    mse_loss,
+    mse_loss_grad,
+    multi_margin_loss,
+    multi_margin_loss_grad,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "GradcheckResult",
+    "binary_cross_entropy",
+    "binary_cross_entropy_grad",
+    "binary_cross_entropy_with_logits",
+    "binary_cross_entropy_with_logits_grad",
+    "cross_entropy",
+    "cross_entropy_grad",
+    "gradcheck",
+    "hinge_loss",
+    "hinge_loss_grad",
+    "log_sigmoid",
+    "log_softmax",
+    "logsumexp",
+    "lse_hinge_loss",
+    "lse_hinge_loss_grad",
+    "mse_loss",
+    "mse_loss_grad",
+    "multi_margin_loss",
+    "multi_margin_loss_grad",
+    "numerical_gradient",
+    "relative_error",
+    "sigmoid",
+    "softmax",
+    "softmax_jacobian",
+    "softplus",
+]
