@@ -59,18 +59,14 @@ def check_same_shape(a: NDArray[Any], b: NDArray[Any], name_a: str, name_b: str)
         )
 
 
-def check_broadcastable_to(
-    w: NDArray[Any], shape: tuple[int, ...], name: str, to_name: str
-) -> None:
+def check_broadcastable_to(w: NDArray[Any], shape: tuple[int, ...], name: str, to_name: str) -> None:
     """``w`` must broadcast to ``shape`` without changing it."""
     try:
         ok = np.broadcast_shapes(w.shape, shape) == shape
     except ValueError:
         ok = False
     if not ok:
-        raise ValueError(
-            f"{name} of shape {w.shape} cannot be broadcast to the shape of {to_name}, {shape}"
-        )
+        raise ValueError(f"{name} of shape {w.shape} cannot be broadcast to the shape of {to_name}, {shape}")
 
 
 def check_class_weight(weight: ArrayLike | None, n_classes: int, dtype: np.dtype) -> NDArray | None:
@@ -80,8 +76,7 @@ def check_class_weight(weight: ArrayLike | None, n_classes: int, dtype: np.dtype
     w, _ = as_float_array(weight, "weight")
     if w.shape != (n_classes,):
         raise ValueError(
-            f"weight must be a 1-D array with one entry per class ({n_classes}); "
-            f"got weight.shape={w.shape}"
+            f"weight must be a 1-D array with one entry per class ({n_classes}); got weight.shape={w.shape}"
         )
     return w.astype(dtype, copy=False)
 

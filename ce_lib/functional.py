@@ -37,6 +37,27 @@ def _shifted_exp(x: NDArray, axis: int) -> tuple[NDArray, NDArray]:
         return np.exp(x - m), m
 
 
+def _logsumexp_parts(a: NDArray, axis: int) -> tuple[NDArray, NDArray]:
+    """Return ``(m, t)`` with ``LSE(a) = m + t`` along ``axis`` (both kept).
+
+    ``m`` is the maximum (0 for a slice whose maximum is not finite) and
+    ``t = log1p(sum of exp(a_i - m) over all entries but one maximal one)``.
+    Keeping the two parts apart lets :func:`log_softmax` compute
+    ``(a - m) - t`` without the cancellation of ``a - (m + t)``.
+    """
+    e, m = _shifted_exp(a, axis)
+    # Take the largest term (exp(0) = 1 for a finite maximum) out of the sum
+    # and add it back exactly with log1p.
+    k = np.argmax(a, axis=axis, keepdims=True)
+    largest = np.take_along_axis(e, k, axis=axis)
+    np.put_along_axis(e, k, 0.0, axis=axis)
+    rest = np.sum(e, axis=axis, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        # largest is 1 where m is finite; 0 (all -inf), inf or NaN otherwise.
+        t = np.where(largest == 1, np.log1p(rest), np.log(largest + rest))
+    return m, t
+
+
 def logsumexp(x: ArrayLike, axis: int = -1, keepdims: bool = False) -> NDArray:
     r"""Log of the sum of exponentials along ``axis``.
 
@@ -72,18 +93,9 @@ def logsumexp(x: ArrayLike, axis: int = -1, keepdims: bool = False) -> NDArray:
         shape = list(a.shape)
         shape[ax] = 1
         out = np.full(shape, -np.inf, dtype=dtype)
-        return out if keepdims else np.squeeze(out, axis=ax)
-    e, m = _shifted_exp(a, ax)
-    # Take the largest term (which is exp(0) = 1 for a finite maximum) out of
-    # the sum, and add it back exactly with log1p.
-    k = np.argmax(a, axis=ax, keepdims=True)
-    largest = np.take_along_axis(e, k, axis=ax)
-    np.put_along_axis(e, k, 0.0, axis=ax)
-    rest = np.sum(e, axis=ax, keepdims=True)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        # largest is 1 where m is finite; 0 (all -inf) or inf/NaN otherwise.
-        out = np.where(largest == 1, m + np.log1p(rest), m + np.log(largest + rest))
-    out = out.astype(dtype, copy=False)
+    else:
+        m, t = _logsumexp_parts(a, ax)
+        out = (m + t).astype(dtype, copy=False)
     return out if keepdims else np.squeeze(out, axis=ax)
 
 
@@ -125,8 +137,10 @@ def log_softmax(x: ArrayLike, axis: int = -1) -> NDArray:
 
         \log \operatorname{softmax}(x)_i = x_i - \operatorname{LSE}(x).
 
-    Computed as that difference, never as ``log(softmax(x))``, so a
-    probability that underflows to 0 still has a finite log.
+    Computed as :math:`(x_i - m) - \log(1 + \sum_{i \ne k} e^{x_i - m})` with
+    :math:`m = x_k = \max x`, never as ``log(softmax(x))``: a probability that
+    underflows to 0 still has a finite log, and the largest class keeps full
+    relative accuracy.
 
     Parameters
     ----------
@@ -142,8 +156,11 @@ def log_softmax(x: ArrayLike, axis: int = -1) -> NDArray:
     """
     a, dtype = as_float_array(x, "x")
     ax = normalize_axis(axis, a.ndim)
+    if a.shape[ax] == 0:
+        return a.astype(dtype, copy=True)
+    m, t = _logsumexp_parts(a, ax)
     with np.errstate(invalid="ignore"):
-        return (a - logsumexp(a, axis=ax, keepdims=True)).astype(dtype, copy=False)
+        return ((a - m) - t).astype(dtype, copy=False)
 
 
 def softmax_jacobian(x: ArrayLike) -> NDArray:
@@ -187,6 +204,7 @@ def sigmoid(x: ArrayLike) -> NDArray:
     Parameters
     ----------
     x : array_like
+        Input values (any shape).
 
     Returns
     -------
@@ -209,6 +227,7 @@ def softplus(x: ArrayLike) -> NDArray:
     Parameters
     ----------
     x : array_like
+        Input values (any shape).
 
     Returns
     -------
@@ -231,6 +250,7 @@ def log_sigmoid(x: ArrayLike) -> NDArray:
     Parameters
     ----------
     x : array_like
+        Input values (any shape).
 
     Returns
     -------

@@ -244,6 +244,11 @@ def cross_entropy_grad(
 # --------------------------------------------------------------------------
 
 
+# PyTorch's BCE backward clamps a(1 - a) below at EPSILON = 1e-12, a float32
+# constant even for float64 tensors: float32(1e-12) = 9.99999996e-13.
+_BCE_GRAD_EPS = float(np.float32(1e-12))
+
+
 def _bce_inputs(
     x: ArrayLike, target: ArrayLike, weight: ArrayLike | None, reduction: str, x_name: str
 ) -> tuple[NDArray, NDArray, NDArray | None, np.dtype]:
@@ -291,6 +296,8 @@ def binary_cross_entropy(
     weight : array_like, optional
         Rescaling weight, broadcast to the shape of ``probs``.
     reduction : {"mean", "sum", "none"}, default "mean"
+        ``"mean"`` averages the per-element losses, ``"sum"`` adds them,
+        ``"none"`` returns them.
 
     Returns
     -------
@@ -347,7 +354,7 @@ def binary_cross_entropy_grad(
     a, t, w, dtype = _bce_inputs(probs, target, weight, reduction, "probs")
     _check_unit_interval(a, "probs")
     _check_unit_interval(t, "target")
-    grad = (a - t) / np.maximum(a * (1.0 - a), 1e-12)
+    grad = (a - t) / np.maximum(a * (1.0 - a), _BCE_GRAD_EPS)
     if w is not None:
         grad = grad * w
     return (grad * reduction_scale(reduction, a.size)).astype(dtype, copy=False)
@@ -393,6 +400,8 @@ def binary_cross_entropy_with_logits(
         Weight :math:`r` of the positive term, broadcast to the shape of
         ``logits`` (typically one entry per class, on the last axis).
     reduction : {"mean", "sum", "none"}, default "mean"
+        ``"mean"`` averages the per-element losses, ``"sum"`` adds them,
+        ``"none"`` returns them.
 
     Returns
     -------
@@ -478,6 +487,8 @@ def mse_loss(pred: ArrayLike, target: ArrayLike, *, reduction: str = "mean") -> 
     target : array_like
         Targets :math:`y_n`, same shape as ``pred`` (no broadcasting).
     reduction : {"mean", "sum", "none"}, default "mean"
+        ``"mean"`` averages the per-element losses, ``"sum"`` adds them,
+        ``"none"`` returns them.
 
     Returns
     -------
@@ -582,14 +593,17 @@ def multi_margin_loss(
     Parameters
     ----------
     logits : array_like, shape (..., C, ...)
+        Unnormalised scores; the class axis is ``axis``.
     target : array_like of int
         Class indices, shape of ``logits`` without the class axis.
     p : {1, 2}, default 1
+        Power of each hinge term (2 is the squared hinge).
     margin : float, default 1.0
+        :math:`\Delta`, the lead the target must have over every other class.
     weight : array_like of shape (C,), optional
         Weight :math:`w_{y}` of the sample's own class.
     reduction : {"mean", "sum", "none"}, default "mean"
-        ``"mean"`` averages over the samples (not weight-normalised).
+        ``"mean"`` averages over the samples (not weight-normalised, as in PyTorch).
     axis : int, default -1
         The class axis.
 
@@ -601,8 +615,6 @@ def multi_margin_loss(
     z, _, _, dtype, hinge, w_y = _multi_margin_terms(logits, target, p, margin, weight, reduction, axis)
     per_sample = w_y * np.sum(hinge**p, axis=-1) / z.shape[-1]
     return reduce(per_sample, reduction, dtype)
-
-
 
 
 def multi_margin_loss_grad(
@@ -623,7 +635,8 @@ def multi_margin_loss_grad(
 
         \frac{\partial \ell_n}{\partial z_{ni}} = \frac{w_{y_n}}{C}\, p\, h_{ni}^{p-1} [h_{ni} > 0],
         \qquad
-        \frac{\partial \ell_n}{\partial z_{ny_n}} = -\sum_{i \ne y_n} \frac{\partial \ell_n}{\partial z_{ni}} .
+        \frac{\partial \ell_n}{\partial z_{ny_n}}
+        = -\sum_{i \ne y_n} \frac{\partial \ell_n}{\partial z_{ni}} .
 
     At a kink (:math:`h = 0` exactly) the subgradient 0 is used, as in PyTorch.
 
@@ -672,11 +685,14 @@ def hinge_loss(
     Parameters
     ----------
     logits : array_like, shape (..., C, ...)
+        Unnormalised scores; the class axis is ``axis``.
     target : array_like of int
         Class indices, shape of ``logits`` without the class axis.
     margin : float, default 0.0
         :math:`m`, how far the target must lead.
     reduction : {"mean", "sum", "none"}, default "mean"
+        ``"mean"`` averages the per-sample losses, ``"sum"`` adds them,
+        ``"none"`` returns them.
     axis : int, default -1
         The class axis.
 
@@ -743,16 +759,20 @@ def lse_hinge_loss(
 
     Replacing the outer :math:`\max(\cdot, 0)` by softplus (with :math:`m = 0`)
     gives exactly :func:`cross_entropy`:
-    :math:`\operatorname{softplus}(\operatorname{LSE}_{i\ne y} z_i - z_y) = -\log \operatorname{softmax}(z)_y`.
+    :math:`\operatorname{softplus}(\operatorname{LSE}_{i\ne y} z_i - z_y)
+    = -\log \operatorname{softmax}(z)_y`.
 
     Parameters
     ----------
     logits : array_like, shape (..., C, ...)
+        Unnormalised scores; the class axis is ``axis``.
     target : array_like of int
         Class indices, shape of ``logits`` without the class axis.
     margin : float, default 0.0
         :math:`m`, how far the target must lead.
     reduction : {"mean", "sum", "none"}, default "mean"
+        ``"mean"`` averages the per-sample losses, ``"sum"`` adds them,
+        ``"none"`` returns them.
     axis : int, default -1
         The class axis.
 
