@@ -72,6 +72,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "_build" / "nbval")
     parser.add_argument("--build", type=Path, default=ROOT / "_build")
     args = parser.parse_args()
+    args.out = args.out.resolve()
+    args.build = args.build.resolve()
     args.out.mkdir(parents=True, exist_ok=True)
     for old in args.out.glob("*.ipynb"):
         old.unlink()
