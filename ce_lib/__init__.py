@@ -6,6 +6,15 @@ defaults follow ``torch.nn.functional`` except that the class axis is
 ``axis=-1`` by default.
 """
 
+from .calibration import (
+    CalibrationBins,
+    calibration_bins,
+    distillation_loss,
+    distillation_loss_grad,
+    expected_calibration_error,
+    fit_temperature,
+)
+from .focal import focal_loss, focal_loss_grad, sigmoid_focal_loss, sigmoid_focal_loss_grad
 from .functional import (
     log_sigmoid,
     log_softmax,
@@ -31,18 +40,43 @@ from .losses import (
     mse_loss_grad,
     multi_margin_loss,
     multi_margin_loss_grad,
+    z_loss,
+    z_loss_grad,
 )
+from .margins import (
+    am_softmax_loss,
+    am_softmax_loss_grad,
+    arcface_loss,
+    arcface_loss_grad,
+    cosine_logits,
+    cosine_logits_grad,
+)
+from .sparsemax import sparsemax, sparsemax_loss, sparsemax_loss_grad
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CalibrationBins",
     "GradcheckResult",
+    "am_softmax_loss",
+    "am_softmax_loss_grad",
+    "arcface_loss",
+    "arcface_loss_grad",
     "binary_cross_entropy",
     "binary_cross_entropy_grad",
     "binary_cross_entropy_with_logits",
     "binary_cross_entropy_with_logits_grad",
+    "calibration_bins",
+    "cosine_logits",
+    "cosine_logits_grad",
     "cross_entropy",
     "cross_entropy_grad",
+    "distillation_loss",
+    "distillation_loss_grad",
+    "expected_calibration_error",
+    "fit_temperature",
+    "focal_loss",
+    "focal_loss_grad",
     "gradcheck",
     "hinge_loss",
     "hinge_loss_grad",
@@ -58,7 +92,14 @@ __all__ = [
     "numerical_gradient",
     "relative_error",
     "sigmoid",
+    "sigmoid_focal_loss",
+    "sigmoid_focal_loss_grad",
     "softmax",
     "softmax_jacobian",
     "softplus",
+    "sparsemax",
+    "sparsemax_loss",
+    "sparsemax_loss_grad",
+    "z_loss",
+    "z_loss_grad",
 ]

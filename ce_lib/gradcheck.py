@@ -47,17 +47,16 @@ def numerical_gradient(
     """
     if not eps > 0:
         raise ValueError(f"eps must be positive; got {eps!r}")
-    point = np.array(x, dtype=np.float64)  # a private copy
-    grad = np.empty_like(point)
-    flat_point, flat_grad = point.reshape(-1), grad.reshape(-1)
-    for i in range(flat_point.size):
-        saved = flat_point[i]
-        flat_point[i] = saved + eps
+    point = np.array(x, dtype=np.float64)  # a private copy, perturbed in place
+    grad = np.zeros_like(point)
+    for i in np.ndindex(point.shape):
+        saved = point[i]
+        point[i] = saved + eps
         f_plus = float(f(point))
-        flat_point[i] = saved - eps
+        point[i] = saved - eps
         f_minus = float(f(point))
-        flat_point[i] = saved
-        flat_grad[i] = (f_plus - f_minus) / (2.0 * eps)
+        point[i] = saved
+        grad[i] = (f_plus - f_minus) / (2.0 * eps)
     return grad
 
 

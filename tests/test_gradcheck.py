@@ -23,6 +23,14 @@ def test_numerical_gradient_leaves_its_input_alone_and_returns_float64():
     np.testing.assert_allclose(grad, 2 * before, rtol=1e-8)
 
 
+@pytest.mark.parametrize("view", ["transposed", "strided", "zero-d"])
+def test_numerical_gradient_of_non_contiguous_and_scalar_inputs(view):
+    base = np.arange(12.0).reshape(3, 4) / 7
+    x = {"transposed": base.T, "strided": base[:, ::2], "zero-d": np.float64(0.3)}[view]
+    grad = ce.numerical_gradient(lambda v: np.sum(v**3), x)
+    np.testing.assert_allclose(grad, 3 * np.asarray(x) ** 2, rtol=1e-8)
+
+
 def test_central_differences_are_second_order():
     f, x = (lambda v: float(np.exp(v[0]))), np.array([0.5])
     errors = [abs(ce.numerical_gradient(f, x, eps=h)[0] - np.exp(0.5)) for h in (1e-2, 1e-3)]

@@ -48,6 +48,25 @@ def is_notebook(path: Path) -> bool:
     return text.startswith("---") and "kernelspec:" in text.split("\n---", 1)[0]
 
 
+def rendered_outputs(outputs: list) -> list:
+    """The outputs as the book shows them.
+
+    myst-nb merges every stream output of a cell into the first one of its
+    name *in place* (``coalesce_streams``) but saves the original list, so a
+    cell that printed in two flushes is saved as ``[merged, second piece]``.
+    Keep the first (merged) stream of each name and drop the later pieces.
+    """
+    seen: set[str] = set()
+    kept = []
+    for output in outputs:
+        if output.get("output_type") == "stream":
+            if output["name"] in seen:
+                continue
+            seen.add(output["name"])
+        kept.append(output)
+    return kept
+
+
 def prepare(entry: str, out_dir: Path, build_dir: Path) -> Path:
     source = ROOT / f"{entry}.md"
     executed_path = build_dir / "jupyter_execute" / f"{entry}.ipynb"
@@ -60,7 +79,7 @@ def prepare(entry: str, out_dir: Path, build_dir: Path) -> Path:
     if [c.source for c in code] != [c.source for c in done]:
         sys.exit(f"{executed_path} is stale: its code differs from {source}; rebuild the book")
     for cell, ran in zip(code, done, strict=True):
-        cell.outputs = ran.outputs
+        cell.outputs = rendered_outputs(ran.outputs)
         cell.execution_count = ran.get("execution_count")
     target = out_dir / f"{entry.replace('/', '__')}.ipynb"
     nbformat.write(notebook, target)

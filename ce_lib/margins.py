@@ -1,0 +1,309 @@
+"""Margin losses on cosine logits: NormFace, AM-Softmax/CosFace and ArcFace.
+
+Normalise both the features and the class weights, and the logits become
+cosines of angles, bounded in ``[-1, 1]``; a scale ``s`` turns them back into
+usable logits (NormFace). A margin ``m`` then asks the target class to win by
+more than a tie: subtracted from the cosine (AM-Softmax, CosFace) or added to
+the angle (ArcFace). Each loss is :func:`~ce_lib.cross_entropy` on modified
+logits, and its gradient is the chain rule through that modification.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from ._validation import as_float_array, check_class_target, check_reduction, normalize_axis
+from .losses import cross_entropy, cross_entropy_grad
+
+__all__ = [
+    "am_softmax_loss",
+    "am_softmax_loss_grad",
+    "arcface_loss",
+    "arcface_loss_grad",
+    "cosine_logits",
+    "cosine_logits_grad",
+]
+
+
+def _unit_rows(a: NDArray, name: str) -> tuple[NDArray, NDArray]:
+    norms = np.linalg.norm(a, axis=-1, keepdims=True)
+    if np.any(norms == 0):
+        raise ValueError(f"{name} has a row of zeros, which has no direction to normalise")
+    return a / norms, norms
+
+
+def _check_2d(features: ArrayLike, weights: ArrayLike) -> tuple[NDArray, NDArray, np.dtype]:
+    h, dtype = as_float_array(features, "features")
+    w, _ = as_float_array(weights, "weights")
+    if h.ndim != 2 or w.ndim != 2 or h.shape[1] != w.shape[1]:
+        raise ValueError(
+            "features must be (N, d) and weights (C, d) with the same d; "
+            f"got features.shape={h.shape} and weights.shape={w.shape}"
+        )
+    return h, w.astype(h.dtype, copy=False), dtype
+
+
+def cosine_logits(features: ArrayLike, weights: ArrayLike) -> NDArray:
+    r"""Cosines between every feature vector and every class weight vector.
+
+    .. math::  \cos\theta_{nc} = \frac{h_n^\top w_c}{\lVert h_n \rVert\, \lVert w_c \rVert}
+
+    Parameters
+    ----------
+    features : array_like, shape (N, d)
+        Feature vectors :math:`h_n` (non-zero).
+    weights : array_like, shape (C, d)
+        Class weight vectors :math:`w_c` (non-zero).
+
+    Returns
+    -------
+    ndarray, shape (N, C)
+        Values in :math:`[-1, 1]`.
+    """
+    h, w, dtype = _check_2d(features, weights)
+    u, _ = _unit_rows(h, "features")
+    v, _ = _unit_rows(w, "weights")
+    return np.clip(u @ v.T, -1.0, 1.0).astype(dtype, copy=False)
+
+
+def cosine_logits_grad(
+    features: ArrayLike, weights: ArrayLike, upstream: ArrayLike
+) -> tuple[NDArray, NDArray]:
+    r"""Back-propagate a gradient through :func:`cosine_logits`.
+
+    With :math:`u = h/\lVert h\rVert`, :math:`v = w/\lVert w\rVert` and
+    :math:`G = \partial L/\partial \cos\theta` (shape ``(N, C)``),
+
+    .. math::
+
+        \frac{\partial L}{\partial h_n} = \frac{(I - u_n u_n^\top)\, \sum_c G_{nc} v_c}{\lVert h_n \rVert},
+        \qquad
+        \frac{\partial L}{\partial w_c} = \frac{(I - v_c v_c^\top)\, \sum_n G_{nc} u_n}{\lVert w_c \rVert}.
+
+    The projection :math:`I - uu^\top` removes the radial part: a cosine
+    does not change when a vector is rescaled.
+
+    Parameters
+    ----------
+    features : array_like, shape (N, d)
+        Feature vectors, as given to :func:`cosine_logits`.
+    weights : array_like, shape (C, d)
+        Class weight vectors, as given to :func:`cosine_logits`.
+    upstream : array_like, shape (N, C)
+        :math:`\partial L / \partial \cos\theta`, e.g. from :func:`am_softmax_loss_grad`.
+
+    Returns
+    -------
+    (ndarray, ndarray)
+        Gradients with respect to ``features`` and ``weights``.
+    """
+    h, w, dtype = _check_2d(features, weights)
+    g, _ = as_float_array(upstream, "upstream")
+    if g.shape != (h.shape[0], w.shape[0]):
+        raise ValueError(f"upstream must have shape (N, C) = {(h.shape[0], w.shape[0])}; got {g.shape}")
+    u, h_norm = _unit_rows(h, "features")
+    v, w_norm = _unit_rows(w, "weights")
+    toward_u = g @ v  # (N, d): sum_c G_nc v_c
+    toward_v = g.T @ u  # (C, d): sum_n G_nc u_n
+    grad_h = (toward_u - np.sum(toward_u * u, axis=-1, keepdims=True) * u) / h_norm
+    grad_w = (toward_v - np.sum(toward_v * v, axis=-1, keepdims=True) * v) / w_norm
+    return grad_h.astype(dtype, copy=False), grad_w.astype(dtype, copy=False)
+
+
+def _margin_inputs(
+    cosines: ArrayLike, target: ArrayLike, s: float, m: float, axis: int, reduction: str
+) -> tuple[NDArray, NDArray, NDArray, int, np.dtype]:
+    """Cosines (class axis last), labels, one-hot mask, axis, dtype."""
+    c, dtype = as_float_array(cosines, "cosines")
+    ax = normalize_axis(axis, c.ndim)
+    check_reduction(reduction)
+    if not (np.isfinite(s) and s > 0):
+        raise ValueError(f"s must be a positive scale; got {s!r}")
+    if not np.isfinite(m):
+        raise ValueError(f"m must be a finite margin; got {m!r}")
+    if np.any(np.abs(c) > 1 + 1e-6) or np.any(np.isnan(c)):
+        bad = c[~(np.abs(c) <= 1 + 1e-6)].flat[0]
+        raise ValueError(f"cosines must lie in [-1, 1]; found {float(bad)} (use cosine_logits)")
+    if c.shape[ax] == 0:
+        raise ValueError(f"cosines has an empty class axis (axis={axis}, shape {c.shape})")
+    c = np.moveaxis(c, ax, -1)
+    y = check_class_target(target, c.shape[:-1], c.shape[-1])
+    onehot = np.arange(c.shape[-1]) == y[..., None]
+    return c, y, onehot, ax, dtype
+
+
+def am_softmax_loss(
+    cosines: ArrayLike,
+    target: ArrayLike,
+    *,
+    s: float = 30.0,
+    m: float = 0.35,
+    axis: int = -1,
+    reduction: str = "mean",
+) -> NDArray:
+    r"""Additive-margin softmax (AM-Softmax, CosFace) on cosine logits.
+
+    .. math::
+
+        \ell_n = -\log \frac{e^{s(\cos\theta_{y} - m)}}
+                 {e^{s(\cos\theta_{y} - m)} + \sum_{j \ne y} e^{s \cos\theta_j}},
+
+    i.e. :func:`~ce_lib.cross_entropy` on the logits :math:`s(\cos\theta - m\,e_y)`.
+    It is the hinge :math:`\max(\max_{j\ne y} \cos\theta_j - \cos\theta_y + m, 0)`
+    smoothed with log-sum-exp and softplus, exactly as plain cross-entropy
+    smooths the margin-free hinge. Defaults are the AM-Softmax paper's.
+
+    Parameters
+    ----------
+    cosines : array_like, shape (..., C, ...)
+        :math:`\cos\theta`, in :math:`[-1, 1]` (see :func:`cosine_logits`).
+    target : array_like of int
+        Class indices, shape of ``cosines`` without the class axis.
+    s : float, default 30.0
+        Scale (positive).
+    m : float, default 0.35
+        Additive cosine margin.
+    axis : int, default -1
+        The class axis.
+    reduction : {"mean", "sum", "none"}, default "mean"
+        ``"mean"`` averages the per-sample losses, ``"sum"`` adds them,
+        ``"none"`` returns them.
+
+    Returns
+    -------
+    ndarray
+        Scalar, or per-sample losses for ``"none"``.
+    """
+    c, y, onehot, _, dtype = _margin_inputs(cosines, target, s, m, axis, reduction)
+    return cross_entropy(s * (c - m * onehot), y, reduction=reduction).astype(dtype)
+
+
+def am_softmax_loss_grad(
+    cosines: ArrayLike,
+    target: ArrayLike,
+    *,
+    s: float = 30.0,
+    m: float = 0.35,
+    axis: int = -1,
+    reduction: str = "mean",
+) -> NDArray:
+    r"""Gradient of :func:`am_softmax_loss` with respect to the cosines.
+
+    .. math::  \frac{\partial \ell}{\partial \cos\theta} = s\,(p - e_y),
+               \qquad p = \operatorname{softmax}\bigl(s(\cos\theta - m e_y)\bigr).
+
+    Parameters
+    ----------
+    cosines, target, s, m, axis, reduction
+        As for :func:`am_softmax_loss`.
+
+    Returns
+    -------
+    ndarray
+        Same shape and dtype as ``cosines``.
+    """
+    c, y, onehot, ax, dtype = _margin_inputs(cosines, target, s, m, axis, reduction)
+    grad = s * cross_entropy_grad(s * (c - m * onehot), y, reduction=reduction)
+    return np.moveaxis(grad, -1, ax).astype(dtype, copy=False)
+
+
+_ARC_CLIP = 1.0 - 1e-7  # keep sin(theta) away from 0, where d cos(theta + m) / d cos(theta) is infinite
+
+
+def _arc_target(c_y: NDArray, m: float) -> tuple[NDArray, NDArray]:
+    r"""ArcFace's target cosine :math:`\phi(c)` and its derivative :math:`\phi'(c)`.
+
+    :math:`\phi(c) = \cos(\arccos c + m)` while :math:`\theta + m \le \pi`;
+    beyond that the curve would turn back up (a *larger* angle would score
+    higher), so, as in the reference implementation, it continues with the
+    straight line :math:`c - m \sin m`.
+    """
+    c = np.clip(c_y, -_ARC_CLIP, _ARC_CLIP)
+    sin_theta = np.sqrt(1.0 - c**2)
+    phi = c * np.cos(m) - sin_theta * np.sin(m)  # cos(theta + m)
+    dphi = np.cos(m) + c * np.sin(m) / sin_theta
+    on_arc = c > np.cos(np.pi - m)  # theta + m < pi
+    return np.where(on_arc, phi, c_y - m * np.sin(m)), np.where(on_arc, dphi, 1.0)
+
+
+def arcface_loss(
+    cosines: ArrayLike,
+    target: ArrayLike,
+    *,
+    s: float = 64.0,
+    m: float = 0.5,
+    axis: int = -1,
+    reduction: str = "mean",
+) -> NDArray:
+    r"""Additive angular margin loss (ArcFace) on cosine logits.
+
+    .. math::
+
+        \ell_n = -\log \frac{e^{s \cos(\theta_y + m)}}
+                 {e^{s \cos(\theta_y + m)} + \sum_{j \ne y} e^{s \cos\theta_j}},
+
+    with the margin added to the *angle* of the target class. Where
+    :math:`\theta_y + m > \pi` the target logit continues linearly as
+    :math:`s(\cos\theta_y - m \sin m)` (see the reference implementation), and
+    :math:`\cos\theta_y` is clipped to :math:`\pm(1 - 10^{-7})` so the
+    derivative stays finite. Defaults are the ArcFace paper's.
+
+    Parameters
+    ----------
+    cosines : array_like, shape (..., C, ...)
+        :math:`\cos\theta`, in :math:`[-1, 1]`.
+    target : array_like of int
+        Class indices, shape of ``cosines`` without the class axis.
+    s : float, default 64.0
+        Scale (positive).
+    m : float, default 0.5
+        Angular margin in radians.
+    axis : int, default -1
+        The class axis.
+    reduction : {"mean", "sum", "none"}, default "mean"
+        ``"mean"`` averages the per-sample losses, ``"sum"`` adds them,
+        ``"none"`` returns them.
+
+    Returns
+    -------
+    ndarray
+        Scalar, or per-sample losses for ``"none"``.
+    """
+    c, y, onehot, _, dtype = _margin_inputs(cosines, target, s, m, axis, reduction)
+    phi, _ = _arc_target(c, m)
+    return cross_entropy(s * np.where(onehot, phi, c), y, reduction=reduction).astype(dtype)
+
+
+def arcface_loss_grad(
+    cosines: ArrayLike,
+    target: ArrayLike,
+    *,
+    s: float = 64.0,
+    m: float = 0.5,
+    axis: int = -1,
+    reduction: str = "mean",
+) -> NDArray:
+    r"""Gradient of :func:`arcface_loss` with respect to the cosines.
+
+    .. math::
+
+        \frac{\partial \ell}{\partial \cos\theta_j} = s\,(p_j - [j = y])\cdot
+        \begin{cases} \phi'(\cos\theta_y) = \cos m + \cos\theta_y \dfrac{\sin m}{\sin\theta_y} & j = y \\
+                      1 & j \ne y \end{cases}
+
+    Parameters
+    ----------
+    cosines, target, s, m, axis, reduction
+        As for :func:`arcface_loss`.
+
+    Returns
+    -------
+    ndarray
+        Same shape and dtype as ``cosines``.
+    """
+    c, y, onehot, ax, dtype = _margin_inputs(cosines, target, s, m, axis, reduction)
+    phi, dphi = _arc_target(c, m)
+    grad = s * cross_entropy_grad(s * np.where(onehot, phi, c), y, reduction=reduction)
+    grad = grad * np.where(onehot, dphi, 1.0)
+    return np.moveaxis(grad, -1, ax).astype(dtype, copy=False)

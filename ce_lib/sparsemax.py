@@ -1,0 +1,162 @@
+"""Sparsemax and its loss: the Fenchel-Young sibling of softmax cross-entropy.
+
+Softmax maps logits to the probability simplex with the entropy as a
+regulariser; sparsemax uses the squared norm instead, which makes it the
+Euclidean projection onto the simplex and lets it output exact zeros
+(Martins & Astudillo, 2016). Both losses are Fenchel-Young losses
+(Blondel, Martins & Niculae, 2020) with gradient ``prediction - target``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from ._validation import (
+    as_float_array,
+    check_class_target,
+    check_reduction,
+    check_same_shape,
+    normalize_axis,
+    reduce,
+    reduction_scale,
+)
+
+__all__ = ["sparsemax", "sparsemax_loss", "sparsemax_loss_grad"]
+
+
+def sparsemax(x: ArrayLike, axis: int = -1) -> NDArray:
+    r"""Sparsemax: the Euclidean projection of ``x`` onto the probability simplex.
+
+    .. math::
+
+        \operatorname{sparsemax}(z) = \arg\min_{p \in \Delta} \lVert p - z \rVert^2
+        = \max(z - \tau(z), 0),
+
+    where the threshold :math:`\tau` makes the result sum to one. With the
+    entries sorted as :math:`z_{(1)} \ge z_{(2)} \ge \dots`, the support size
+    is :math:`k = \max\{j : 1 + j z_{(j)} > \sum_{i \le j} z_{(i)}\}` and
+    :math:`\tau = (\sum_{i \le k} z_{(i)} - 1)/k`.
+
+    Parameters
+    ----------
+    x : array_like
+        Logits (finite).
+    axis : int, default -1
+        The class axis.
+
+    Returns
+    -------
+    ndarray
+        Same shape and floating dtype as ``x``; non-negative, sums to one along
+        ``axis``, and exactly zero for every class whose logit is at least 1
+        below the largest.
+    """
+    a, dtype = as_float_array(x, "x")
+    ax = normalize_axis(axis, a.ndim)
+    if not np.all(np.isfinite(a)):
+        raise ValueError("x must be finite for sparsemax (a -inf class is simply outside the support)")
+    z = np.moveaxis(a, ax, -1)
+    tau = _threshold(z)
+    p = np.maximum(z - tau, 0.0)
+    return np.moveaxis(p, -1, ax).astype(dtype, copy=False)
+
+
+def _threshold(z: NDArray) -> NDArray:
+    """The sparsemax threshold tau(z) over the last axis (kept as length one)."""
+    z_sorted = -np.sort(-z, axis=-1)  # descending
+    cumulative = np.cumsum(z_sorted, axis=-1)
+    j = np.arange(1, z.shape[-1] + 1)
+    in_support = 1 + j * z_sorted > cumulative
+    k = np.sum(in_support, axis=-1, keepdims=True)  # the condition holds exactly for j <= k
+    return (np.take_along_axis(cumulative, k - 1, axis=-1) - 1) / k
+
+
+def _sparsemax_terms(
+    logits: ArrayLike, target: ArrayLike, axis: int, reduction: str
+) -> tuple[NDArray, NDArray, NDArray, int, np.dtype]:
+    """Logits and target distribution (class axis last), sparsemax, axis, dtype."""
+    z, dtype = as_float_array(logits, "logits")
+    ax = normalize_axis(axis, z.ndim)
+    check_reduction(reduction)
+    n_classes = z.shape[ax]
+    if n_classes == 0:
+        raise ValueError(f"logits has an empty class axis (axis={axis}, shape {z.shape})")
+    t = np.asarray(target)
+    if t.dtype.kind == "f" and t.ndim == z.ndim:
+        check_same_shape(z, t, "logits", "target")
+        y = np.moveaxis(t, ax, -1).astype(z.dtype)
+        z = np.moveaxis(z, ax, -1)
+    else:
+        z = np.moveaxis(z, ax, -1)
+        labels = check_class_target(t, z.shape[:-1], n_classes)
+        y = (np.arange(n_classes) == labels[..., None]).astype(z.dtype)
+    p = sparsemax(z, axis=-1)
+    return z, y, p, ax, dtype
+
+
+def sparsemax_loss(
+    logits: ArrayLike, target: ArrayLike, *, axis: int = -1, reduction: str = "mean"
+) -> NDArray:
+    r"""The sparsemax loss (a Fenchel-Young loss with the squared-norm regulariser).
+
+    With :math:`p = \operatorname{sparsemax}(z)` and a target distribution
+    :math:`y` (one-hot for a class index),
+
+    .. math::
+
+        \ell(z, y) = \langle z, p - y \rangle - \tfrac12 \lVert p \rVert^2 + \tfrac12 \lVert y \rVert^2
+                   \;\ge\; 0,
+
+    which for a one-hot :math:`y` is Martins & Astudillo's
+    :math:`-z_y + \tfrac12 \sum_{j \in S(z)} (z_j^2 - \tau^2) + \tfrac12`.
+    It is zero exactly when :math:`p = y`; for a class index that means
+    :math:`z_y \ge z_j + 1` for every :math:`j \ne y`: a separation margin of 1,
+    like the hinge loss and unlike cross-entropy.
+
+    Parameters
+    ----------
+    logits : array_like, shape (..., C, ...)
+        Scores; the class axis is ``axis``.
+    target : array_like
+        Integer class indices (shape of ``logits`` without the class axis) or
+        a distribution of the same shape as ``logits``.
+    axis : int, default -1
+        The class axis.
+    reduction : {"mean", "sum", "none"}, default "mean"
+        ``"mean"`` averages the per-sample losses, ``"sum"`` adds them,
+        ``"none"`` returns them.
+
+    Returns
+    -------
+    ndarray
+        Scalar, or per-sample losses for ``"none"``.
+    """
+    z, y, p, _, dtype = _sparsemax_terms(logits, target, axis, reduction)
+    per_sample = np.sum(z * (p - y), axis=-1) - 0.5 * np.sum(p**2, axis=-1) + 0.5 * np.sum(y**2, axis=-1)
+    return reduce(per_sample, reduction, dtype)
+
+
+def sparsemax_loss_grad(
+    logits: ArrayLike, target: ArrayLike, *, axis: int = -1, reduction: str = "mean"
+) -> NDArray:
+    r"""Gradient of :func:`sparsemax_loss` with respect to the logits.
+
+    .. math::  \nabla_z \ell = \operatorname{sparsemax}(z) - y,
+
+    the same "prediction minus target" form as softmax cross-entropy; every
+    class outside the support with :math:`y_j = 0` gets exactly zero gradient.
+
+    Parameters
+    ----------
+    logits, target, axis, reduction
+        As for :func:`sparsemax_loss`.
+
+    Returns
+    -------
+    ndarray
+        Same shape and dtype as ``logits``.
+    """
+    z, y, p, ax, dtype = _sparsemax_terms(logits, target, axis, reduction)
+    grad = (p - y) * reduction_scale(reduction, int(np.prod(z.shape[:-1])))
+    return np.moveaxis(grad, -1, ax).astype(dtype, copy=False)
