@@ -57,19 +57,22 @@ def sparsemax(x: ArrayLike, axis: int = -1) -> NDArray:
     if not np.all(np.isfinite(a)):
         raise ValueError("x must be finite for sparsemax (a -inf class is simply outside the support)")
     z = np.moveaxis(a, ax, -1)
-    tau = _threshold(z)
+    tau, k = _threshold(z)
     p = np.maximum(z - tau, 0.0)
+    # With one class in the support, tau = z_max - 1 and z_max - tau can round to
+    # 1 - ulp; the exact answer is the one-hot vector of the arg max.
+    p = np.where(k == 1, z == z.max(axis=-1, keepdims=True), p)
     return np.moveaxis(p, -1, ax).astype(dtype, copy=False)
 
 
-def _threshold(z: NDArray) -> NDArray:
-    """The sparsemax threshold tau(z) over the last axis (kept as length one)."""
+def _threshold(z: NDArray) -> tuple[NDArray, NDArray]:
+    """The sparsemax threshold tau(z) and the support size k over the last axis (kept)."""
     z_sorted = -np.sort(-z, axis=-1)  # descending
     cumulative = np.cumsum(z_sorted, axis=-1)
     j = np.arange(1, z.shape[-1] + 1)
     in_support = 1 + j * z_sorted > cumulative
     k = np.sum(in_support, axis=-1, keepdims=True)  # the condition holds exactly for j <= k
-    return (np.take_along_axis(cumulative, k - 1, axis=-1) - 1) / k
+    return (np.take_along_axis(cumulative, k - 1, axis=-1) - 1) / k, k
 
 
 def _sparsemax_terms(

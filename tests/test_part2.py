@@ -74,6 +74,15 @@ def test_sparsemax_loss_matches_martins_and_astudillo_formula():
     np.testing.assert_allclose(ce.sparsemax_loss(z, y, reduction="none"), expected, rtol=1e-12)
 
 
+def test_sparsemax_is_exactly_one_hot_beyond_the_margin():
+    z = np.random.default_rng(11).normal(scale=3.0, size=(5000, 5))
+    lead = np.sort(z, axis=1)[:, -1] - np.sort(z, axis=1)[:, -2]
+    p = ce.sparsemax(z[lead >= 1])
+    np.testing.assert_array_equal(p, np.eye(5)[np.argmax(z[lead >= 1], axis=1)])
+    y = np.argmax(z[lead >= 1], axis=1)
+    np.testing.assert_array_equal(ce.sparsemax_loss(z[lead >= 1], y, reduction="none"), 0.0)
+
+
 def test_sparsemax_loss_has_a_separation_margin_of_one():
     z = np.array([[2.0, 1.0, 0.5], [2.0, 1.01, 0.5], [2.0, 0.99, 0.5]])
     y = np.array([0, 0, 0])
