@@ -4,7 +4,7 @@ Normalise both the features and the class weights, and the logits become
 cosines of angles, bounded in ``[-1, 1]``; a scale ``s`` turns them back into
 usable logits (NormFace). A margin ``m`` then asks the target class to win by
 more than a tie: subtracted from the cosine (AM-Softmax, CosFace) or added to
-the angle (ArcFace). Each loss is :func:`~ce_lib.cross_entropy` on modified
+the angle (ArcFace). Each loss is :func:`~ce_lib.losses.cross_entropy` on modified
 logits, and its gradient is the chain rule through that modification.
 """
 
@@ -149,7 +149,7 @@ def am_softmax_loss(
         \ell_n = -\log \frac{e^{s(\cos\theta_{y} - m)}}
                  {e^{s(\cos\theta_{y} - m)} + \sum_{j \ne y} e^{s \cos\theta_j}},
 
-    i.e. :func:`~ce_lib.cross_entropy` on the logits :math:`s(\cos\theta - m\,e_y)`.
+    i.e. :func:`~ce_lib.losses.cross_entropy` on the logits :math:`s(\cos\theta - m\,e_y)`.
     It is the hinge :math:`\max(\max_{j\ne y} \cos\theta_j - \cos\theta_y + m, 0)`
     smoothed with log-sum-exp and softplus, exactly as plain cross-entropy
     smooths the margin-free hinge. Defaults are the AM-Softmax paper's.
@@ -217,12 +217,19 @@ def _arc_target(c_y: NDArray, m: float) -> tuple[NDArray, NDArray]:
     :math:`\phi(c) = \cos(\arccos c + m)` while :math:`\theta + m \le \pi`;
     beyond that the curve would turn back up (a *larger* angle would score
     higher), so, as in the reference implementation, it continues with the
-    straight line :math:`c - m \sin m`.
+    straight line :math:`c - m \sin m`. That line is monotone but does not meet
+    the curve: at :math:`\theta = \pi - m` it jumps by
+    :math:`1 - \cos m - m \sin m` (:math:`-0.117` for :math:`m = 0.5`).
+
+    Where :math:`|c| > 1 - 10^{-7}` the value uses the clipped cosine, so it is
+    flat there and :math:`\phi'` is 0: value and derivative stay consistent,
+    and finite (the exact derivative :math:`\sin(\theta + m)/\sin\theta`
+    is infinite at :math:`\theta = 0`).
     """
     c = np.clip(c_y, -_ARC_CLIP, _ARC_CLIP)
     sin_theta = np.sqrt(1.0 - c**2)
     phi = c * np.cos(m) - sin_theta * np.sin(m)  # cos(theta + m)
-    dphi = np.cos(m) + c * np.sin(m) / sin_theta
+    dphi = np.where(np.abs(c_y) > _ARC_CLIP, 0.0, np.cos(m) + c * np.sin(m) / sin_theta)
     on_arc = c > np.cos(np.pi - m)  # theta + m < pi
     return np.where(on_arc, phi, c_y - m * np.sin(m)), np.where(on_arc, dphi, 1.0)
 
@@ -245,9 +252,10 @@ def arcface_loss(
 
     with the margin added to the *angle* of the target class. Where
     :math:`\theta_y + m > \pi` the target logit continues linearly as
-    :math:`s(\cos\theta_y - m \sin m)` (see the reference implementation), and
-    :math:`\cos\theta_y` is clipped to :math:`\pm(1 - 10^{-7})` so the
-    derivative stays finite. Defaults are the ArcFace paper's.
+    :math:`s(\cos\theta_y - m \sin m)` (see the reference implementation; the
+    line jumps below the curve at :math:`\theta_y = \pi - m`), and
+    :math:`\cos\theta_y` is clipped to :math:`\pm(1 - 10^{-7})`, where the
+    loss is therefore flat. Defaults are the ArcFace paper's.
 
     Parameters
     ----------
