@@ -60,7 +60,7 @@ def focal_loss(
         \ell_n = -\alpha_{y_n} (1 - p_{n y_n})^\gamma \log p_{n y_n},
         \qquad p_n = \operatorname{softmax}(z_n).
 
-    ``gamma=0`` and no ``alpha`` is :func:`~ce_lib.cross_entropy`.
+    ``gamma=0`` and no ``alpha`` is :func:`~ce_lib.losses.cross_entropy`.
 
     Parameters
     ----------

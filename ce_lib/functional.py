@@ -1,6 +1,6 @@
 """Softmax and its relatives, computed so that they never overflow.
 
-The functions here are the building blocks of every loss in :mod:`ce_lib`.
+The functions here are the building blocks of every loss in ``ce_lib``.
 Each one subtracts the maximum (or splits on the sign) before it
 exponentiates, so that ``exp`` only ever sees numbers ``<= 0`` and cannot
 overflow; the results are the exact mathematical values, not approximations.
@@ -181,7 +181,7 @@ def softmax_jacobian(x: ArrayLike) -> NDArray:
     ndarray, shape (..., C, C)
         Symmetric, positive semi-definite, with the all-ones vector in its
         null space. This is a teaching tool: it costs ``C**2`` memory per row,
-        and no loss in :mod:`ce_lib` uses it.
+        and no loss in ``ce_lib`` uses it.
     """
     a, dtype = as_float_array(x, "x")
     s = softmax(a, axis=-1)
