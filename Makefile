@@ -14,7 +14,7 @@ export OPENBLAS_NUM_THREADS ?= 1
 export OMP_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
 
-.PHONY: book test lint unit notebooks clean distclean
+.PHONY: book pdf test lint unit notebooks clean distclean
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ $(STAMP): requirements.txt pyproject.toml
 
 book: $(STAMP)
 	$(BIN)/jupyter-book build . -W -n --keep-going
+
+# The whole book as one PDF, printed by headless Chromium from the single-page
+# HTML build (needs a Chromium: see the README).
+pdf: book
+	$(BIN)/python tools/make_pdf.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check ce_lib tests tools
@@ -39,7 +44,7 @@ notebooks: book
 	$(BIN)/python -m pytest --nbval --nbval-current-env --nbval-sanitize-with tools/nbval_sanitize.cfg \
 		-p no:cacheprovider _build/nbval
 
-test: lint book
+test: lint book pdf
 	$(BIN)/python tools/nbval_prepare.py --out _build/nbval
 	$(BIN)/python -m pytest tests _build/nbval --nbval --nbval-current-env \
 		--nbval-sanitize-with tools/nbval_sanitize.cfg

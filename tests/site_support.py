@@ -40,6 +40,18 @@ CHROMIUM_ARGS = [
     "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
 ]
 
+# Wait until MathJax (if the page loads it) has typeset everything.
+MATHJAX_DONE = """
+async () => {
+  if (!window.MathJax) return false;
+  for (let i = 0; i < 200 && !(MathJax.startup && MathJax.startup.promise); i++)
+    await new Promise(r => setTimeout(r, 50));
+  if (!(MathJax.startup && MathJax.startup.promise)) return false;
+  await MathJax.startup.promise;
+  return true;
+}
+"""
+
 
 def skip_or_fail(reason: str) -> None:
     """Skip locally; under CI=true a missing prerequisite is a failure."""
@@ -92,6 +104,7 @@ __all__ = [
     "CHROMIUM_ARGS",
     "HOW_TO_ENABLE",
     "IN_CI",
+    "MATHJAX_DONE",
     "ROOT",
     "SCREENSHOTS",
     "SITE",

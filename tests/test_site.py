@@ -17,6 +17,7 @@ import pytest
 from site_support import (
     CHROMIUM_ARGS,
     HOW_TO_ENABLE,
+    MATHJAX_DONE,
     ROOT,
     SCREENSHOTS,
     SITE,
@@ -29,17 +30,6 @@ from site_support import (
 )
 
 pytestmark = pytest.mark.browser
-
-# Wait until MathJax (if the page loads it) has typeset everything.
-MATHJAX_DONE = """
-async () => {
-  if (!window.MathJax) return false;
-  for (let i = 0; i < 200 && !(MathJax.startup && MathJax.startup.promise); i++)
-    await new Promise(r => setTimeout(r, 50));
-  await MathJax.startup.promise;
-  return true;
-}
-"""
 
 PAGE_FACTS = """
 () => {

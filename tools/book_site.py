@@ -87,8 +87,25 @@ def drop_thebe_loader(app: Sphinx, pagename: str, templatename: str, context: di
             context[key] = [asset for asset in context[key] if not is_thebe(asset)]
 
 
+def share_html_visitors(app: Sphinx) -> None:
+    """Let the single-page builder (used for the PDF) render what the HTML builder renders, math included.
+
+    sphinx-proof registers its nodes for the ``html`` builder only, and Sphinx
+    does not fall back from ``singlehtml`` to ``html``.
+    """
+    if app.builder.name != "singlehtml":
+        return
+    # Sphinx adds MathJax only to pages it knows to contain equations, and it
+    # does not know that the single page contains all of them.
+    app.registry.html_assets_policy = "always"
+    handlers = app.registry.translation_handlers
+    for node_name, visitors in handlers.get("html", {}).items():
+        handlers.setdefault("singlehtml", {}).setdefault(node_name, visitors)
+
+
 def setup(app: Sphinx) -> dict[str, Any]:
     app.connect("config-inited", use_local_mathjax)
+    app.connect("builder-inited", share_html_visitors)
     app.connect("build-finished", copy_mathjax)
     app.connect("html-page-context", offer_notebook, priority=450)  # before the theme builds its buttons
     app.connect("html-page-context", drop_thebe_loader, priority=900)  # after the others add assets

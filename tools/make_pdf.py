@@ -13,6 +13,7 @@ Usage: ``python tools/make_pdf.py`` (``make pdf`` does it in the project's venv)
 from __future__ import annotations
 
 import argparse
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +21,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from site_support import CHROMIUM_ARGS, HOW_TO_ENABLE, find_chromium, serve  # noqa: E402
+from site_support import CHROMIUM_ARGS, HOW_TO_ENABLE, MATHJAX_DONE, find_chromium, serve  # noqa: E402
+from toc import toc_files  # noqa: E402
 
 SINGLE = ROOT / "_build" / "singlehtml"
 PDF = ROOT / "_build" / "pdf" / "book.pdf"
@@ -32,6 +34,7 @@ PRINT_CSS = """
   .bd-main, .bd-content, .bd-article-container, .bd-page-width { max-width: 100% !important; }
   details.dropdown, div.dropdown { break-inside: avoid; }
   figure, .cell_output img { break-inside: avoid; }
+  pre { white-space: pre-wrap !important; word-break: break-all; }
 }
 """
 
@@ -39,9 +42,7 @@ PRINT_CSS = """
 def build_single_page() -> Path:
     subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "jupyter_book",
+            str(Path(sys.executable).parent / "jupyter-book"),
             "build",
             str(ROOT),
             "--builder",
@@ -52,7 +53,11 @@ def build_single_page() -> Path:
         ],
         check=True,
     )
-    return SINGLE / "index.html"
+    # The single page is written under the root document's name (book/intro.html),
+    # but its links to _static/ and _images/ assume it sits at the top: put it there.
+    page = SINGLE / "book.html"
+    shutil.copyfile(SINGLE / f"{toc_files()[0]}.html", page)
+    return page
 
 
 def print_to_pdf(target: Path = PDF) -> Path:
@@ -65,8 +70,9 @@ def print_to_pdf(target: Path = PDF) -> Path:
     with serve(SINGLE) as url, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
         page = browser.new_page()
-        page.goto(f"{url}/index.html", wait_until="networkidle")
-        page.evaluate("async () => { if (window.MathJax) await MathJax.startup.promise; }")
+        page.goto(f"{url}/book.html", wait_until="networkidle")
+        if not page.evaluate(MATHJAX_DONE):
+            sys.exit("MathJax did not load: the PDF would show raw TeX")
         # Open every collapsed solution so that the PDF contains them.
         page.evaluate("() => document.querySelectorAll('details').forEach(d => d.open = true)")
         page.add_style_tag(content=PRINT_CSS)
@@ -87,7 +93,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip-build", action="store_true", help="reuse _build/singlehtml")
     args = parser.parse_args()
-    if not args.skip_build:
+    if not args.skip_build or not (SINGLE / "book.html").exists():
         build_single_page()
     print(f"PDF written to {print_to_pdf().relative_to(ROOT)}")
 
