@@ -125,7 +125,7 @@ def online_logsumexp(chunks: Iterable[ArrayLike], axis: int = -1) -> NDArray:
 
     Only one chunk and one ``(m, d)`` pair are held at a time: the running pair
     is merged with each chunk's pair by :func:`lse_merge`. The result equals
-    :func:`ce_lib.logsumexp` of the concatenated array up to rounding, for any
+    :func:`ce_lib.functional.logsumexp` of the concatenated array up to rounding, for any
     split into chunks.
 
     Parameters
@@ -303,7 +303,7 @@ def linear_cross_entropy(
         Targets equal to this contribute nothing to the loss, the gradients or
         the mean's denominator.
     reduction : {"mean", "sum", "none"}, default "mean"
-        As for :func:`ce_lib.cross_entropy`.
+        As for :func:`ce_lib.losses.cross_entropy`.
     chunk_size : int, optional
         Tokens per chunk. By default, as many as make about 256 MiB of logits.
 
@@ -389,7 +389,8 @@ def linear_cross_entropy_reference(
     ignore_index: int = -100,
     reduction: str = "mean",
 ) -> tuple[NDArray, tuple[NDArray, NDArray, NDArray | None]]:
-    """The materialised computation: all ``N x V`` logits, then :func:`ce_lib.cross_entropy_value_and_grad`.
+    """The materialised computation: all ``N x V`` logits, then
+    :func:`ce_lib.losses.cross_entropy_value_and_grad`.
 
     Same arguments and results as :func:`linear_cross_entropy_value_and_grad`
     (without ``chunk_size``); it needs the ``N x V`` logits and their gradient
