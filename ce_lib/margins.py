@@ -33,13 +33,14 @@ def _unit_rows(a: NDArray, name: str) -> tuple[NDArray, NDArray]:
     return a / norms, norms
 
 
-def _check_2d(features: ArrayLike, weights: ArrayLike) -> tuple[NDArray, NDArray, np.dtype]:
+def _check_stacks(features: ArrayLike, weights: ArrayLike) -> tuple[NDArray, NDArray, np.dtype]:
+    """Features (..., N, d) and weights (..., C, d): the same d and the same leading (batch) shape."""
     h, dtype = as_float_array(features, "features")
     w, _ = as_float_array(weights, "weights")
-    if h.ndim != 2 or w.ndim != 2 or h.shape[1] != w.shape[1]:
+    if h.ndim < 2 or h.ndim != w.ndim or h.shape[:-2] != w.shape[:-2] or h.shape[-1] != w.shape[-1]:
         raise ValueError(
-            "features must be (N, d) and weights (C, d) with the same d; "
-            f"got features.shape={h.shape} and weights.shape={w.shape}"
+            "features must be (..., N, d) and weights (..., C, d) with the same d and the same "
+            f"leading shape; got features.shape={h.shape} and weights.shape={w.shape}"
         )
     return h, w.astype(h.dtype, copy=False), dtype
 
@@ -51,20 +52,22 @@ def cosine_logits(features: ArrayLike, weights: ArrayLike) -> NDArray:
 
     Parameters
     ----------
-    features : array_like, shape (N, d)
+    features : array_like, shape (..., N, d)
         Feature vectors :math:`h_n` (non-zero).
-    weights : array_like, shape (C, d)
-        Class weight vectors :math:`w_c` (non-zero).
+    weights : array_like, shape (..., C, d)
+        Class weight vectors :math:`w_c` (non-zero). Leading dimensions, if
+        any, must equal those of ``features``: each is an independent model
+        (e.g. one per random seed), computed in one call.
 
     Returns
     -------
-    ndarray, shape (N, C)
+    ndarray, shape (..., N, C)
         Values in :math:`[-1, 1]`.
     """
-    h, w, dtype = _check_2d(features, weights)
+    h, w, dtype = _check_stacks(features, weights)
     u, _ = _unit_rows(h, "features")
     v, _ = _unit_rows(w, "weights")
-    return np.clip(u @ v.T, -1.0, 1.0).astype(dtype, copy=False)
+    return np.clip(u @ np.swapaxes(v, -1, -2), -1.0, 1.0).astype(dtype, copy=False)
 
 
 def cosine_logits_grad(
@@ -86,11 +89,11 @@ def cosine_logits_grad(
 
     Parameters
     ----------
-    features : array_like, shape (N, d)
+    features : array_like, shape (..., N, d)
         Feature vectors, as given to :func:`cosine_logits`.
-    weights : array_like, shape (C, d)
+    weights : array_like, shape (..., C, d)
         Class weight vectors, as given to :func:`cosine_logits`.
-    upstream : array_like, shape (N, C)
+    upstream : array_like, shape (..., N, C)
         :math:`\partial L / \partial \cos\theta`, e.g. from :func:`am_softmax_loss_grad`.
 
     Returns
@@ -98,14 +101,15 @@ def cosine_logits_grad(
     (ndarray, ndarray)
         Gradients with respect to ``features`` and ``weights``.
     """
-    h, w, dtype = _check_2d(features, weights)
+    h, w, dtype = _check_stacks(features, weights)
     g, _ = as_float_array(upstream, "upstream")
-    if g.shape != (h.shape[0], w.shape[0]):
-        raise ValueError(f"upstream must have shape (N, C) = {(h.shape[0], w.shape[0])}; got {g.shape}")
+    expected = (*h.shape[:-1], w.shape[-2])
+    if g.shape != expected:
+        raise ValueError(f"upstream must have shape (..., N, C) = {expected}; got {g.shape}")
     u, h_norm = _unit_rows(h, "features")
     v, w_norm = _unit_rows(w, "weights")
-    toward_u = g @ v  # (N, d): sum_c G_nc v_c
-    toward_v = g.T @ u  # (C, d): sum_n G_nc u_n
+    toward_u = g @ v  # (..., N, d): sum_c G_nc v_c
+    toward_v = np.swapaxes(g, -1, -2) @ u  # (..., C, d): sum_n G_nc u_n
     grad_h = (toward_u - np.sum(toward_u * u, axis=-1, keepdims=True) * u) / h_norm
     grad_w = (toward_v - np.sum(toward_v * v, axis=-1, keepdims=True) * v) / w_norm
     return grad_h.astype(dtype, copy=False), grad_w.astype(dtype, copy=False)

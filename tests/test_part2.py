@@ -271,6 +271,19 @@ def test_arcface_gradient_is_consistent_in_the_clip_zone():
     np.testing.assert_allclose(g[0, 1:], numeric[0, 1:], rtol=1e-4)
 
 
+def test_cosine_logits_on_a_stack_of_models_equals_one_call_per_model():
+    """A leading axis holds independent models (e.g. one per seed); each slice is the 2-d computation."""
+    rng = np.random.default_rng(3)
+    H, W, G = rng.normal(size=(4, 6, 3)), rng.normal(size=(4, 5, 3)), rng.normal(size=(4, 6, 5))
+    cos = ce.cosine_logits(H, W)
+    g_h, g_w = ce.cosine_logits_grad(H, W, G)
+    for k in range(4):
+        np.testing.assert_allclose(cos[k], ce.cosine_logits(H[k], W[k]), rtol=1e-14, atol=1e-15)
+        one_h, one_w = ce.cosine_logits_grad(H[k], W[k], G[k])
+        np.testing.assert_allclose(g_h[k], one_h, rtol=1e-13, atol=1e-15)
+        np.testing.assert_allclose(g_w[k], one_w, rtol=1e-13, atol=1e-15)
+
+
 def test_margin_losses_bad_input():
     y = np.array([0, 1])
     with pytest.raises(ValueError, match=r"cosines must lie in \[-1, 1\]; found 1.5"):
@@ -279,11 +292,13 @@ def test_margin_losses_bad_input():
         ce.arcface_loss(np.zeros((2, 2)), y, s=0)
     with pytest.raises(ValueError, match="m must be a finite margin"):
         ce.arcface_loss_grad(np.zeros((2, 2)), y, m=np.nan)
-    with pytest.raises(ValueError, match=r"features must be \(N, d\) and weights \(C, d\)"):
+    with pytest.raises(ValueError, match=r"features must be \(\.\.\., N, d\) and weights \(\.\.\., C, d\)"):
         ce.cosine_logits(np.ones((2, 3)), np.ones((4, 2)))
+    with pytest.raises(ValueError, match=r"the same leading shape; got features.shape=\(5, 2, 3\)"):
+        ce.cosine_logits(np.ones((5, 2, 3)), np.ones((4, 3)))
     with pytest.raises(ValueError, match="features has a row of zeros"):
         ce.cosine_logits(np.zeros((2, 3)), np.ones((4, 3)))
-    with pytest.raises(ValueError, match=r"upstream must have shape \(N, C\) = \(2, 4\)"):
+    with pytest.raises(ValueError, match=r"upstream must have shape \(\.\.\., N, C\) = \(2, 4\)"):
         ce.cosine_logits_grad(np.ones((2, 3)), np.ones((4, 3)), np.ones((4, 2)))
 
 
