@@ -14,7 +14,7 @@ export OPENBLAS_NUM_THREADS ?= 1
 export OMP_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
 
-.PHONY: book pdf test lint unit notebooks clean distclean
+.PHONY: book pdf test lint unit notebooks repro clean distclean
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -48,6 +48,12 @@ test: lint book pdf
 	$(BIN)/python tools/nbval_prepare.py --out _build/nbval
 	$(BIN)/python -m pytest tests _build/nbval --nbval --nbval-current-env \
 		--nbval-sanitize-with tools/nbval_sanitize.cfg
+
+# Every chapter under each OpenBLAS/NumPy kernel variant this CPU can run, two at a time;
+# prints a chapter x variant table and every printed number that differs between variants
+# (tools/repro.py). Not part of `make book`, which stays quick.
+repro: $(STAMP)
+	$(BIN)/python tools/repro.py
 
 clean:
 	rm -rf _build
