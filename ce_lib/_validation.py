@@ -81,26 +81,62 @@ def check_class_weight(weight: ArrayLike | None, n_classes: int, dtype: np.dtype
     return w.astype(dtype, copy=False)
 
 
+def as_index_array(a: NDArray[np.integer], name: str) -> NDArray[np.intp]:
+    """Integer indices as ``np.intp``, the dtype NumPy indexes with.
+
+    Every label or index array that ``ce_lib`` hands to NumPy goes through here.
+    ``np.intp`` is int64 on 64-bit platforms but int32 on 32-bit ones
+    (Pyodide/WebAssembly). There ``repeat`` and ``choose`` (and in NumPy 2.0
+    also ``bincount`` and ``take``) refuse int64 input, since the cast to
+    intp is not "safe", and ``astype`` would silently wrap values beyond
+    2**31. So the values are checked to fit first; no copy when ``a`` already
+    is ``np.intp``.
+    """
+    if a.dtype.kind not in "iu":
+        raise ValueError(f"{name} must have an integer dtype; got {a.dtype}")
+    if a.dtype == np.intp:
+        return a
+    if a.size and not np.can_cast(a.dtype, np.intp):
+        low, high = a.min(), a.max()
+        if not (_fits_intp(low) and _fits_intp(high)):
+            bad = high if _fits_intp(low) else low
+            raise ValueError(f"{name} contains {bad}, which does not fit {_intp_range()}")
+    return a.astype(np.intp)
+
+
+def _fits_intp(value: int | np.integer) -> bool:
+    info = np.iinfo(np.intp)
+    return info.min <= int(value) <= info.max
+
+
+def _intp_range() -> str:
+    info = np.iinfo(np.intp)
+    return f"the platform's index type np.intp ({np.dtype(np.intp).name}, [{info.min}, {info.max}])"
+
+
 def check_class_target(
     target: ArrayLike,
     batch_shape: tuple[int, ...],
     n_classes: int,
     ignore_index: int | None = None,
+    name: str = "target",
 ) -> NDArray[np.intp]:
-    """Integer class labels of shape ``batch_shape``, each in ``[0, n_classes)``.
+    """Integer class labels of shape ``batch_shape``, each in ``[0, n_classes)``, as ``np.intp``.
 
-    Labels equal to ``ignore_index`` are allowed and left as they are.
+    Labels equal to ``ignore_index`` are allowed and left as they are; they
+    too must fit in ``np.intp`` (see :func:`as_index_array`). ``name`` is the
+    argument's name in the error messages.
     """
     t = np.asarray(target)
     if t.dtype.kind not in "iu":
         raise ValueError(
-            f"target of class indices must have an integer dtype; got {t.dtype} "
+            f"{name} of class indices must have an integer dtype; got {t.dtype} "
             f"(probability targets must have the same shape as the logits)"
         )
     if t.shape != batch_shape:
         raise ValueError(
-            f"target must have the shape of the logits without the class axis, {batch_shape}; "
-            f"got target.shape={t.shape}"
+            f"{name} must have the shape of the logits without the class axis, {batch_shape}; "
+            f"got {name}.shape={t.shape}"
         )
     valid = (t >= 0) & (t < n_classes)
     if ignore_index is not None:
@@ -108,10 +144,17 @@ def check_class_target(
     if not np.all(valid):
         bad = t[~valid].flat[0]
         raise ValueError(
-            f"target contains class index {bad}, outside [0, {n_classes - 1}]"
+            f"{name} contains class index {bad}, outside [0, {n_classes - 1}]"
             + (f" and not ignore_index={ignore_index}" if ignore_index is not None else "")
         )
-    return t.astype(np.intp, copy=False)
+    # Labels in [0, n_classes) always fit np.intp (n_classes is an array's length): only those equal
+    # to an ignore_index out of the platform's range would not, and astype would wrap them.
+    if ignore_index is not None and not _fits_intp(ignore_index) and np.any(t == ignore_index):
+        raise ValueError(
+            f"{name} contains {ignore_index} (= ignore_index), which does not fit {_intp_range()}; "
+            "use an ignore_index within that range, such as the default -100"
+        )
+    return as_index_array(t, name)
 
 
 def reduce(loss: NDArray, reduction: str, dtype: np.dtype) -> NDArray:

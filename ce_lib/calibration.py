@@ -17,6 +17,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from ._validation import (
     as_float_array,
+    as_index_array,
     check_class_target,
     check_reduction,
     check_same_shape,
@@ -43,7 +44,7 @@ def _rows_and_labels(x: ArrayLike, labels: ArrayLike, axis: int, name: str) -> t
     if z.shape[ax] == 0:
         raise ValueError(f"{name} has an empty class axis (axis={axis}, shape {z.shape})")
     z = np.moveaxis(z, ax, -1).astype(np.float64)
-    y = check_class_target(labels, z.shape[:-1], z.shape[-1])
+    y = check_class_target(labels, z.shape[:-1], z.shape[-1], name="labels")
     return z.reshape(-1, z.shape[-1]), y.reshape(-1)
 
 
@@ -167,7 +168,9 @@ def calibration_bins(
     confidence = p.max(axis=-1)
     correct = p.argmax(axis=-1) == y
     edges = np.linspace(0.0, 1.0, n_bins + 1)
-    which = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, n_bins - 1)
+    # searchsorted already answers in np.intp; the helper makes sure of it before bincount, which
+    # in NumPy 2.0 refuses any other integer type where np.intp is int32 (it casts "safely").
+    which = as_index_array(np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, n_bins - 1), "bin")
     count = np.bincount(which, minlength=n_bins)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean_conf = np.bincount(which, weights=confidence, minlength=n_bins) / count
