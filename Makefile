@@ -7,6 +7,8 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# A second environment with the oldest library versions the project supports (requirements-oldest.txt).
+OLD    := .venv-oldest
 
 # Small matrices: one BLAS thread is faster and keeps the printed numbers identical
 # between the book build and the nbval re-run, whatever else the machine is doing.
@@ -14,7 +16,7 @@ export OPENBLAS_NUM_THREADS ?= 1
 export OMP_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
 
-.PHONY: book pdf test lint unit notebooks repro clean distclean
+.PHONY: book pdf test lint unit notebooks repro oldest clean distclean
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -55,8 +57,21 @@ test: lint book pdf
 repro: $(STAMP)
 	$(BIN)/python tools/repro.py
 
+$(OLD)/.installed: requirements-oldest.txt pyproject.toml
+	test -x $(OLD)/bin/python || $(PYTHON) -m venv $(OLD)
+	$(OLD)/bin/python -m pip install --quiet --upgrade pip
+	$(OLD)/bin/python -m pip install --quiet -r requirements-oldest.txt -e .
+	touch $@
+
+# The unit tests and every chapter (each assertion in it) with the oldest supported versions.
+# The site, browser and PDF tests need the book build and run in the pinned environment only.
+oldest: $(OLD)/.installed $(STAMP)
+	$(OLD)/bin/python -m pytest tests -p no:cacheprovider \
+		--ignore=tests/test_site.py --ignore=tests/test_built_files.py
+	$(BIN)/python tools/repro.py --python $(OLD)/bin/python --variants default --out _build/repro-oldest
+
 clean:
 	rm -rf _build
 
 distclean: clean
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(OLD)
