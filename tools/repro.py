@@ -122,23 +122,37 @@ def variants(python: str) -> list[Variant]:
     flags = cpu_flags()
     dispatch = numpy_dispatch(python)
     avx512 = [name for name in dispatch if name.startswith("AVX512") or name == "X86_V4"]
-    not_x86 = "" if x86 else f"OpenBLAS's x86 kernels do not exist on {platform.machine()}"
-    found = [
+
+    def needs(*features: str) -> str:
+        """Why OpenBLAS kernels using these CPU features cannot run here ("" if they can)."""
+        if not x86:
+            return f"OpenBLAS's x86 kernels do not exist on {platform.machine()}"
+        missing = [f for f in features if f not in flags]
+        return f"this CPU lacks {', '.join(missing)} (the kernels would crash)" if missing else ""
+
+    return [
         Variant("default", {}, "OpenBLAS and NumPy choose for this CPU"),
-        Variant("haswell", {"OPENBLAS_CORETYPE": "Haswell"}, "OpenBLAS Haswell kernels (AVX2, FMA)", not_x86),
+        Variant(
+            "haswell",
+            {"OPENBLAS_CORETYPE": "Haswell"},
+            "OpenBLAS Haswell kernels (AVX2, FMA)",
+            needs("avx2", "fma"),
+        ),
         Variant(
             "skylakex",
             {"OPENBLAS_CORETYPE": "SkylakeX"},
             "OpenBLAS SkylakeX kernels (AVX-512)",
-            not_x86 or ("" if "avx512f" in flags else "this CPU has no AVX-512F (the kernels would crash)"),
+            needs("avx512f", "avx512bw", "avx512dq", "avx512vl"),
         ),
         Variant(
             "sandybridge",
             {"OPENBLAS_CORETYPE": "Sandybridge"},
             "OpenBLAS Sandybridge kernels (AVX, no FMA)",
-            not_x86,
+            needs("avx"),
         ),
-        Variant("prescott", {"OPENBLAS_CORETYPE": "Prescott"}, "OpenBLAS Prescott kernels (SSE3)", not_x86),
+        Variant(
+            "prescott", {"OPENBLAS_CORETYPE": "Prescott"}, "OpenBLAS Prescott kernels (SSE3)", needs("pni")
+        ),  # Linux calls SSE3 "pni"
         Variant(
             "numpy-baseline",
             {"NPY_DISABLE_CPU_FEATURES": " ".join(dispatch)},
@@ -151,10 +165,9 @@ def variants(python: str) -> list[Variant]:
             "an AVX2 CPU without AVX-512: Haswell kernels, NumPy's AVX-512 loops off ("
             + (" ".join(avx512) or "none")
             + ")",
-            not_x86 or ("" if avx512 else "this NumPy has no AVX-512 loops to turn off"),
+            needs("avx2", "fma") or ("" if avx512 else "this NumPy has no AVX-512 loops to turn off"),
         ),
     ]
-    return found
 
 
 def chapters() -> list[str]:
