@@ -234,11 +234,17 @@ def distillation_loss(
         \ell_n = T^2 \, \mathrm{KL}\bigl(q_n \,\Vert\, p_n\bigr),\qquad
         q_n = \operatorname{softmax}(t_n / T),\; p_n = \operatorname{softmax}(s_n / T).
 
-    The gradient with respect to the student logits is :math:`T(p_n - q_n)`,
-    whose size shrinks like :math:`1/T` for large :math:`T`
-    (:math:`p - q \approx (s - t)/(C T)`); the factor :math:`T^2` restores
-    it to :math:`O(1)`, so the soft term keeps its weight against the
-    hard-label loss when :math:`T` is changed (Hinton et al., 2015).
+    Where :math:`1/T` enters: the KL term alone has the gradient
+    :math:`(p_n - q_n)/T` with respect to the student logits (one factor
+    :math:`1/T` from the chain rule through :math:`s_n/T`), and for large
+    :math:`T` the softened outputs differ by
+    :math:`p - q \approx \bigl((s - \bar s) - (t - \bar t)\bigr)/(C T)`
+    (bars: means over the classes), a second factor :math:`1/T`. So the
+    gradient of the KL term shrinks like :math:`1/T^2`; multiplied by
+    :math:`T^2`, the gradient of this loss is :math:`T(p_n - q_n)`, which tends
+    to :math:`\bigl((s - \bar s) - (t - \bar t)\bigr)/C` and stays
+    :math:`O(1)`. The soft term thus keeps its weight against the hard-label
+    loss when :math:`T` is changed (Hinton et al., 2015).
 
     Parameters
     ----------

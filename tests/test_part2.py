@@ -307,6 +307,23 @@ def test_margin_losses_bad_input():
 # ---------------------------------------------------------------------------
 
 
+def test_distillation_gradient_scaling_with_temperature():
+    """The docstring's account of where 1/T enters: T^2 times the KL gradient tends to the centred gap / C.
+
+    (So the KL gradient itself, that divided by T^2, shrinks like 1/T^2.)
+    """
+    rng = np.random.default_rng(11)
+    s, t = rng.normal(size=(3, 6)), rng.normal(size=(3, 6))
+    centred = ((s - s.mean(-1, keepdims=True)) - (t - t.mean(-1, keepdims=True))) / s.shape[-1]
+    errors = []
+    for T in (10.0, 100.0, 1000.0):
+        g = ce.distillation_loss_grad(s, t, temperature=T, reduction="sum")
+        errors.append(np.abs(g - centred).max())
+        assert errors[-1] < 5 / T * np.abs(centred).max()  # T(p - q) -> centred gap / C, O(1) in T
+    # the limit is approached like 1/T: each tenfold T divides the error by about ten
+    assert errors[1] < errors[0] / 5 and errors[2] < errors[1] / 5
+
+
 def test_fit_temperature_recovers_the_overconfidence_factor():
     rng = np.random.default_rng(7)
     true_logits = rng.normal(scale=1.5, size=(20000, 5))
