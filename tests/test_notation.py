@@ -36,7 +36,8 @@ RULES = [
     Rule("$y \\in \\{0, \\dots, C-1\\}$", "the label is an integer, never a vector",
          r"(?<![A-Za-z\\_{])y_\{?[ijkc]\b", r"$g_i = p_i - y_i$", r"$p_y - 1$ and $z_{n y_n}$"),
     Rule("$\\mathbf{e}_y$", "the one-hot is written bold",
-         r"(?<!\\mathbf\{)(?<!\\mathbf )(?<![A-Za-z\\])e_\{?[yijkc]\b", r"$e_k - e_y$", r"$p - \mathbf{e}_y$, $\mathbf{e}_k$, $e^{z_j}$"),
+         r"(?<!\\mathbf\{)(?<!\\mathbf )(?<![A-Za-z\\])e_\{?[yijkc]\b",
+         r"$e_k - e_y$", r"$p - \mathbf{e}_y$, $\mathbf{e}_k$, $e^{z_j}$"),
     Rule("$\\nabla^2_z \\ell$", "the Hessian is never H",
          r"Hessian,? \$H|\bH\s*=\s*\\nabla|\\nabla\^2[^$]{0,40}=\s*H\b",
          r"the Hessian $H = \nabla^2 \ell$", r"the entropy $H(p)$ and $\nabla^2_z \ell = J$"),
@@ -64,6 +65,7 @@ RULES = [
 ]
 
 CODE_CELL = re.compile(r"^```\{code-cell\}.*?^```\s*$", re.M | re.S)
+ADMONITION = re.compile(r"^```\{admonition\}.*?^```\s*$", re.M | re.S)
 INLINE_CODE = re.compile(r"``?[^`\n]+``?")
 FRONT_MATTER = re.compile(r"\A---\n.*?\n---\n", re.S)
 
@@ -72,7 +74,11 @@ def prose_paragraphs(text: str) -> list[str]:
     """The chapter's paragraphs without front matter and code cells (inline code kept)."""
     text = FRONT_MATTER.sub("", text)
     text = CODE_CELL.sub("", text)
-    return [p for p in re.split(r"\n\s*\n", text) if p.strip()]
+    # An admonition (a "Pitfall in the notes" box) is one unit: when it links a
+    # note, all of it may quote the note's symbols.
+    boxes = ADMONITION.findall(text)
+    text = ADMONITION.sub("", text)
+    return boxes + [p for p in re.split(r"\n\s*\n", text) if p.strip()]
 
 
 def quotes_notes(paragraph: str) -> bool:
