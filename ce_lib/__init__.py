@@ -8,12 +8,15 @@ defaults follow ``torch.nn.functional`` except that the class axis is
 
 from .calibration import (
     CalibrationBins,
+    ECEBootstrap,
     calibration_bins,
     distillation_loss,
     distillation_loss_grad,
+    ece_bootstrap,
     expected_calibration_error,
     fit_temperature,
 )
+from .entmax import entmax15, entmax_bisect
 from .focal import focal_loss, focal_loss_grad, sigmoid_focal_loss, sigmoid_focal_loss_grad
 from .functional import (
     log_sigmoid,
@@ -52,6 +55,7 @@ from .margins import (
     cosine_logits,
     cosine_logits_grad,
 )
+from .parallel import VocabParallelResult, vocab_parallel_cross_entropy
 from .scale import (
     linear_cross_entropy,
     linear_cross_entropy_grad,
@@ -68,7 +72,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CalibrationBins",
+    "ECEBootstrap",
     "GradcheckResult",
+    "VocabParallelResult",
     "am_softmax_loss",
     "am_softmax_loss_grad",
     "arcface_loss",
@@ -85,6 +91,9 @@ __all__ = [
     "cross_entropy_value_and_grad",
     "distillation_loss",
     "distillation_loss_grad",
+    "ece_bootstrap",
+    "entmax15",
+    "entmax_bisect",
     "expected_calibration_error",
     "fit_temperature",
     "focal_loss",
@@ -120,6 +129,7 @@ __all__ = [
     "sparsemax",
     "sparsemax_loss",
     "sparsemax_loss_grad",
+    "vocab_parallel_cross_entropy",
     "z_loss",
     "z_loss_grad",
 ]
