@@ -104,16 +104,16 @@ def sparsemax_loss(
     r"""The sparsemax loss (a Fenchel-Young loss with the squared-norm regulariser).
 
     With :math:`p = \operatorname{sparsemax}(z)` and a target distribution
-    :math:`y` (one-hot for a class index),
+    :math:`q` (the one-hot :math:`\mathbf{e}_y` for a class index :math:`y`),
 
     .. math::
 
-        \ell(z, y) = \langle z, p - y \rangle - \tfrac12 \lVert p \rVert^2 + \tfrac12 \lVert y \rVert^2
+        \ell(z, q) = \langle z, p - q \rangle - \tfrac12 \lVert p \rVert^2 + \tfrac12 \lVert q \rVert^2
                    \;\ge\; 0,
 
-    which for a one-hot :math:`y` is Martins & Astudillo's
+    which for :math:`q = \mathbf{e}_y` is Martins & Astudillo's
     :math:`-z_y + \tfrac12 \sum_{j \in S(z)} (z_j^2 - \tau^2) + \tfrac12`.
-    It is zero exactly when :math:`p = y`; for a class index that means
+    It is zero exactly when :math:`p = q`; for a class index that means
     :math:`z_y \ge z_j + 1` for every :math:`j \ne y`: a separation margin of 1,
     like the hinge loss and unlike cross-entropy.
 
@@ -145,10 +145,10 @@ def sparsemax_loss_grad(
 ) -> NDArray:
     r"""Gradient of :func:`sparsemax_loss` with respect to the logits.
 
-    .. math::  \nabla_z \ell = \operatorname{sparsemax}(z) - y,
+    .. math::  \nabla_z \ell = \operatorname{sparsemax}(z) - q,
 
     the same "prediction minus target" form as softmax cross-entropy; every
-    class outside the support with :math:`y_j = 0` gets exactly zero gradient.
+    class outside the support with :math:`q_j = 0` gets exactly zero gradient.
 
     Parameters
     ----------
