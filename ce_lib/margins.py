@@ -212,30 +212,60 @@ def am_softmax_loss_grad(
     return np.moveaxis(grad, -1, ax).astype(dtype, copy=False)
 
 
-_ARC_CLIP = 1.0 - 1e-7  # keep sin(theta) away from 0, where d cos(theta + m) / d cos(theta) is infinite
+# The largest float64 cosine below 1 and its angle (about 1.5e-8 rad): the smallest angle a float64
+# cosine can express. At cos(theta) = 1 exactly, d cos(theta + m) / d cos(theta) is infinite and
+# arcface_loss_grad uses its value at this angle instead (the one place where it is not exact).
+_COS_BELOW_1 = float(np.nextafter(1.0, 0.0))
+_THETA_MIN = float(np.arccos(_COS_BELOW_1))
+_SIN_MIN = float(np.sqrt((1.0 - _COS_BELOW_1) * (1.0 + _COS_BELOW_1)))
 
 
-def _arc_target(c_y: NDArray, m: float) -> tuple[NDArray, NDArray]:
+def _arc_target(c_y: NDArray, m: float, easy_margin: bool = False) -> tuple[NDArray, NDArray]:
     r"""ArcFace's target cosine :math:`\phi(c)` and its derivative :math:`\phi'(c)`.
 
-    :math:`\phi(c) = \cos(\arccos c + m)` while :math:`\theta + m \le \pi`;
-    beyond that the curve would turn back up (a *larger* angle would score
-    higher), so, as in the reference implementation, it continues with the
-    straight line :math:`c - m \sin m`. That line is monotone but does not meet
-    the curve: at :math:`\theta = \pi - m` it jumps by
-    :math:`1 - \cos m - m \sin m` (:math:`-0.117` for :math:`m = 0.5`).
+    Both are computed through the angle :math:`\theta = \arccos c`:
+    :math:`\phi = \cos(\theta + m)` and
 
-    Where :math:`|c| > 1 - 10^{-7}` the value uses the clipped cosine, so it is
-    flat there and :math:`\phi'` is 0: value and derivative stay consistent,
-    and finite (the exact derivative :math:`\sin(\theta + m)/\sin\theta`
-    is infinite at :math:`\theta = 0`).
+    .. math::  \phi'(c) = \frac{\sin(\theta + m)}{\sin\theta}
+               = \cos m + \frac{\cos\theta\,\sin m}{\sin\theta},
+
+    with :math:`\sin\theta = \sqrt{(1 - c)(1 + c)}`, which is accurate to a few
+    units in the last place for every float ``c`` (``1 - c`` is exact near 1,
+    where ``1 - c**2`` would lose the leading digits). The derivative is exact
+    for every cosine below 1 and grows like :math:`\sin m/\theta` as
+    :math:`\theta \to 0`; at :math:`c = 1` (:math:`\theta = 0`, and also for
+    rounding overshoots :math:`1 < c \le 1 + 10^{-6}`, which are treated as 1)
+    it is infinite, and its value at the smallest angle a float64 cosine can
+    express, :math:`\theta \approx 1.5\times 10^{-8}` (the largest float below
+    1), is used instead: about :math:`3\times 10^{7}` for :math:`m = 0.5`.
+
+    Where the curve would stop being a margin, it is replaced as in the
+    reference implementation (``easy_margin`` there):
+
+    * ``easy_margin=False``: :math:`\cos(\theta + m)` turns back up beyond
+      :math:`\theta = \pi - m`, so for :math:`c \le \cos(\pi - m)` the target
+      continues with the monotone line :math:`c - m \sin m` (derivative 1). The
+      line does not meet the curve: at :math:`\theta = \pi - m` it jumps by
+      :math:`1 - \cos m - m \sin m` (:math:`-0.117` for :math:`m = 0.5`).
+    * ``easy_margin=True``: the margin is applied only where :math:`c > 0`
+      (:math:`\theta < \pi/2`); elsewhere the target is :math:`c` itself
+      (derivative 1), no margin at all. The target then jumps *up* by
+      :math:`\sin m` at :math:`\theta = \pi/2`.
     """
-    c = np.clip(c_y, -_ARC_CLIP, _ARC_CLIP)
-    sin_theta = np.sqrt(1.0 - c**2)
-    phi = c * np.cos(m) - sin_theta * np.sin(m)  # cos(theta + m)
-    dphi = np.where(np.abs(c_y) > _ARC_CLIP, 0.0, np.cos(m) + c * np.sin(m) / sin_theta)
-    on_arc = c > np.cos(np.pi - m)  # theta + m < pi
-    return np.where(on_arc, phi, c_y - m * np.sin(m)), np.where(on_arc, dphi, 1.0)
+    c = np.clip(c_y, -1.0, 1.0)
+    theta = np.arccos(c)
+    sin_theta = np.sqrt((1.0 - c) * (1.0 + c))
+    phi = np.cos(theta + m)
+    pole = sin_theta == 0.0  # theta = 0 or pi: the derivative is infinite (or 0/0)
+    theta_d = np.where(pole, np.where(c > 0, _THETA_MIN, np.pi - _THETA_MIN), theta)
+    dphi = np.sin(theta_d + m) / np.where(pole, _SIN_MIN, sin_theta)
+    if easy_margin:
+        on_arc = c > 0.0
+        fallback = c_y
+    else:
+        on_arc = c > np.cos(np.pi - m)  # theta + m < pi
+        fallback = c_y - m * np.sin(m)
+    return np.where(on_arc, phi, fallback), np.where(on_arc, dphi, 1.0)
 
 
 def arcface_loss(
@@ -244,6 +274,7 @@ def arcface_loss(
     *,
     s: float = 64.0,
     m: float = 0.5,
+    easy_margin: bool = False,
     axis: int = -1,
     reduction: str = "mean",
 ) -> NDArray:
@@ -254,12 +285,13 @@ def arcface_loss(
         \ell_n = -\log \frac{e^{s \cos(\theta_y + m)}}
                  {e^{s \cos(\theta_y + m)} + \sum_{j \ne y} e^{s \cos\theta_j}},
 
-    with the margin added to the *angle* of the target class. Where
-    :math:`\theta_y + m > \pi` the target logit continues linearly as
-    :math:`s(\cos\theta_y - m \sin m)` (see the reference implementation; the
-    line jumps below the curve at :math:`\theta_y = \pi - m`), and
-    :math:`\cos\theta_y` is clipped to :math:`\pm(1 - 10^{-7})`, where the
-    loss is therefore flat. Defaults are the ArcFace paper's.
+    with the margin added to the *angle* of the target class, computed through
+    :math:`\theta_y = \arccos(\cos\theta_y)`. Where :math:`\theta_y + m > \pi`
+    the target logit continues linearly as :math:`s(\cos\theta_y - m \sin m)`
+    (as in the reference implementation; the line jumps below the curve at
+    :math:`\theta_y = \pi - m`); with ``easy_margin=True`` the margin is
+    applied only where :math:`\cos\theta_y > 0` and the target logit is
+    :math:`s\cos\theta_y` elsewhere. Defaults are the ArcFace paper's.
 
     Parameters
     ----------
@@ -271,6 +303,11 @@ def arcface_loss(
         Scale (positive).
     m : float, default 0.5
         Angular margin in radians.
+    easy_margin : bool, default False
+        ``False``: beyond :math:`\theta_y = \pi - m` use the line
+        :math:`\cos\theta_y - m\sin m`. ``True``: use :math:`\cos(\theta_y + m)`
+        only where :math:`\cos\theta_y > 0`, and :math:`\cos\theta_y` (no
+        margin) elsewhere. Both names follow the reference implementation.
     axis : int, default -1
         The class axis.
     reduction : {"mean", "sum", "none"}, default "mean"
@@ -283,7 +320,7 @@ def arcface_loss(
         Scalar, or per-sample losses for ``"none"``.
     """
     c, y, onehot, _, dtype = _margin_inputs(cosines, target, s, m, axis, reduction)
-    phi, _ = _arc_target(c, m)
+    phi, _ = _arc_target(c, m, easy_margin)
     return cross_entropy(s * np.where(onehot, phi, c), y, reduction=reduction).astype(dtype)
 
 
@@ -293,6 +330,7 @@ def arcface_loss_grad(
     *,
     s: float = 64.0,
     m: float = 0.5,
+    easy_margin: bool = False,
     axis: int = -1,
     reduction: str = "mean",
 ) -> NDArray:
@@ -301,12 +339,22 @@ def arcface_loss_grad(
     .. math::
 
         \frac{\partial \ell}{\partial \cos\theta_j} = s\,(p_j - [j = y])\cdot
-        \begin{cases} \phi'(\cos\theta_y) = \cos m + \cos\theta_y \dfrac{\sin m}{\sin\theta_y} & j = y \\
+        \begin{cases} \phi'(\cos\theta_y) = \dfrac{\sin(\theta_y + m)}{\sin\theta_y} & j = y \\
                       1 & j \ne y \end{cases}
+
+    on the arc, and :math:`\phi' = 1` on the fallback (see ``easy_margin``).
+    :math:`\phi'` is exact for every target cosine below 1, however close
+    (it grows like :math:`\sin m/\theta_y`); it is infinite at
+    :math:`\cos\theta_y = 1`, where its value at the largest float64 cosine
+    below 1 (:math:`\theta_y \approx 1.5\times 10^{-8}`) is returned instead.
+    Chained through :func:`cosine_logits_grad`, whose factor
+    :math:`\lVert(I - uu^\top)v_y\rVert = \sin\theta_y` cancels the
+    :math:`1/\sin\theta_y`, the gradient with respect to the feature stays
+    finite, of size :math:`s(1 - p_y)\sin(\theta_y + m)/\lVert h\rVert`.
 
     Parameters
     ----------
-    cosines, target, s, m, axis, reduction
+    cosines, target, s, m, easy_margin, axis, reduction
         As for :func:`arcface_loss`.
 
     Returns
@@ -315,7 +363,7 @@ def arcface_loss_grad(
         Same shape and dtype as ``cosines``.
     """
     c, y, onehot, ax, dtype = _margin_inputs(cosines, target, s, m, axis, reduction)
-    phi, dphi = _arc_target(c, m)
+    phi, dphi = _arc_target(c, m, easy_margin)
     grad = s * cross_entropy_grad(s * np.where(onehot, phi, c), y, reduction=reduction)
     grad = grad * np.where(onehot, dphi, 1.0)
     return np.moveaxis(grad, -1, ax).astype(dtype, copy=False)
