@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from . import sandbox
+from ._astlock import parse
 from .notebook import (
     Assignment,
     AssignmentError,
@@ -198,12 +199,12 @@ def find_forbidden(
     trees: list[tuple[str, ast.AST]] = []
     for source in setup:
         try:
-            _collect_aliases(ast.parse(_transform(source)), aliases)
+            _collect_aliases(parse(_transform(source)), aliases)
         except SyntaxError:
             pass
     for label, source in cells:
         try:
-            tree = ast.parse(_transform(source))
+            tree = parse(_transform(source))
         except SyntaxError:
             continue  # it will fail in the sandbox and be reported there
         _collect_aliases(tree, aliases)

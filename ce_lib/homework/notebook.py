@@ -24,7 +24,6 @@ read with jupytext). Code cells play roles given by their tags:
 
 from __future__ import annotations
 
-import ast
 import copy
 import importlib
 import json
@@ -35,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from ._astlock import parse
 from .spec import Check, recording
 
 __all__ = [
@@ -462,7 +462,7 @@ def read_submission(path: str | Path) -> dict[str, list[str]]:
 def uses_ipython_syntax(source: str) -> bool:
     """Whether a cell needs IPython's input transformation (magics, shell escapes)."""
     try:
-        ast.parse(source)
+        parse(source)
         return False
     except SyntaxError:
         return any(line.lstrip().startswith(("%", "!")) for line in source.splitlines())

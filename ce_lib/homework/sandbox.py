@@ -35,7 +35,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -43,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._astlock import parse
 from .spec import Check
 
 __all__ = ["Limits", "ProbeOutcome", "RunResult", "namespaces_available", "run"]
@@ -134,19 +134,8 @@ def _library_files() -> dict[str, str]:
     return {p.name: p.read_text(encoding="utf-8") for p in sorted(root.glob("*.py"))}
 
 
-# CPython 3.11 before 3.11.8 tracks the AST constructor's recursion depth per
-# interpreter, not per thread, so two threads parsing at once can fail with
-# "SystemError: AST constructor recursion depth mismatch" (CPython gh-106905).
-_AST_LOCK = threading.Lock()
-
-
 def _poisoned_library(forbid: Sequence[str]) -> dict[str, str]:
     """ce_lib's files with the bodies of the forbidden functions replaced by a ``raise``."""
-    with _AST_LOCK:
-        return _poison(forbid)
-
-
-def _poison(forbid: Sequence[str]) -> dict[str, str]:
     files = dict(_library_files())
     targets: dict[str, set[str]] = {}
     for name in forbid:
@@ -155,7 +144,7 @@ def _poison(forbid: Sequence[str]) -> dict[str, str]:
         filename = Path(inspect.getfile(obj)).name
         targets.setdefault(filename, set()).add(obj.__name__)
     for filename, names in targets.items():
-        tree = ast.parse(files[filename])
+        tree = parse(files[filename])
         for node in tree.body:
             if isinstance(node, ast.FunctionDef) and node.name in names:
                 message = (
