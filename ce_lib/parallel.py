@@ -23,7 +23,9 @@ so that a confidently right row keeps a loss of 1e-20 instead of rounding
 
 Each all-reduce carries ``N`` numbers per rank, not ``N V``. Here the ranks are
 the elements of a Python list and each all-reduce is an explicit reduction over
-that list (``np.maximum.reduce``, ``np.add.reduce``).
+that list (``np.maximum.reduce``, ``np.add.reduce``); the function counts the
+numbers each rank hands to the all-reduces by adding up the sizes of the arrays
+it reduces.
 """
 
 from __future__ import annotations
@@ -39,14 +41,26 @@ from ._validation import as_float_array, check_class_target, check_reduction
 __all__ = ["VocabParallelResult", "vocab_parallel_cross_entropy"]
 
 
+def _all_reduce(op: np.ufunc, local: list[NDArray], sent: list[int]) -> NDArray:
+    """All-reduce the per-rank arrays ``local`` with ``op``; add one rank's payload to ``sent[0]``."""
+    sizes = {a.size for a in local}
+    if len(sizes) != 1:  # every rank must contribute an array of the same size
+        raise RuntimeError(f"all-reduce of arrays of different sizes {sorted(sizes)}")
+    sent[0] += sizes.pop()
+    return op.reduce(local)
+
+
 class VocabParallelResult(NamedTuple):
     """Result of :func:`vocab_parallel_cross_entropy`: ``(loss, grad_shards, numbers_all_reduced)``.
 
     ``loss`` holds the per-example losses, shape ``(N,)`` (``reduction="none"``),
     or a scalar; ``grad_shards`` the gradient of the (reduced) loss with respect
     to each logit shard, each with the shape of its shard; ``numbers_all_reduced``
-    how many numbers each rank contributes to all-reduces, ``3 N`` (row maxima,
-    sums of exponentials, target logits), independent of ``V``.
+    how many numbers each rank contributes to all-reduces (its payload: the sum of
+    the sizes of the per-rank arrays that were all-reduced), ``3 N`` (row maxima,
+    sums of exponentials, target logits), independent of ``V``. A ring
+    all-reduce of ``N`` numbers over ``K`` ranks sends ``2 N (K - 1) / K``
+    numbers per rank on average, so the traffic is about twice the payload.
     """
 
     loss: NDArray
@@ -98,7 +112,8 @@ def vocab_parallel_cross_entropy(
     Returns
     -------
     VocabParallelResult
-        ``(loss, grad_shards, numbers_all_reduced)``.
+        ``(loss, grad_shards, numbers_all_reduced)``; ``numbers_all_reduced`` is
+        counted from the arrays actually all-reduced (``3 N``).
 
     Raises
     ------
@@ -136,10 +151,11 @@ def vocab_parallel_cross_entropy(
     y_safe = np.where(keep, y, 0)
     offsets = np.concatenate([[0], np.cumsum(widths)[:-1]]).astype(np.intp)
     rows = np.arange(n)
+    sent = [0]  # numbers each rank has contributed to all-reduces so far
 
     # 1. local row maxima, then all-reduce MAX (N numbers per rank)
     local_max = [a.max(axis=1) if a.shape[1] else np.full(n, -np.inf, dtype=dtype) for a in shards]
-    row_max = np.maximum.reduce(local_max)
+    row_max = _all_reduce(np.maximum, local_max, sent)
     if not np.isfinite(row_max).all():
         bad = int(np.flatnonzero(~np.isfinite(row_max))[0])
         raise ValueError(f"row {bad} has no finite logit in any shard")
@@ -158,8 +174,8 @@ def vocab_parallel_cross_entropy(
         local_rest.append(rest)
         local_target.append(t)
         has_target.append(here)
-    rest = np.add.reduce(local_rest)  # sum over j != y of e^{z_j - M}
-    target_shifted = np.add.reduce(local_target)  # z_y - M
+    rest = _all_reduce(np.add, local_rest, sent)  # sum over j != y of e^{z_j - M}
+    target_shifted = _all_reduce(np.add, local_target, sent)  # z_y - M
     u_y = np.exp(target_shifted)  # e^{z_y - M}, in (0, 1]
     sum_exp = rest + u_y  # Z e^{-M}, at least 1
 
@@ -187,4 +203,4 @@ def vocab_parallel_cross_entropy(
         value = np.asarray(loss.sum(), dtype=out_dtype)[()]
     else:
         value = np.asarray(loss.sum() * scale, dtype=out_dtype)[()]
-    return VocabParallelResult(value, grads, 3 * n)
+    return VocabParallelResult(value, grads, sent[0])

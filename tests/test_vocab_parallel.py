@@ -91,3 +91,13 @@ def test_confident_row_keeps_its_tiny_loss():
     exact = np.log1p(2 * np.exp(-40.0) + np.exp(-43.0))
     assert abs(loss[0] - exact) < 1e-15 * exact
     assert grads[0][0, 0] == pytest.approx(-(2 * np.exp(-40.0) + np.exp(-43.0)), rel=1e-14)
+
+
+@pytest.mark.parametrize("n", [1, 7, 40])
+@pytest.mark.parametrize("widths", [[3], [100], [30, 0, 70], [1] * 12])
+def test_numbers_all_reduced_is_counted_and_is_3n(n, widths):
+    # the count is the sum of the sizes of the arrays the function all-reduces:
+    # three arrays of N numbers per rank, whatever the vocabulary and the number of ranks
+    z = np.random.default_rng(n).normal(size=(n, sum(widths)))
+    y = np.arange(n) % sum(widths)
+    assert vocab_parallel_cross_entropy(_split(z, widths), y).numbers_all_reduced == 3 * n
