@@ -11,7 +11,7 @@ from __future__ import annotations
 import ast
 import threading
 
-AST_LOCK = threading.Lock()
+AST_LOCK = threading.RLock()
 
 
 def parse(source: str) -> ast.Module:

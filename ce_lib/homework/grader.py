@@ -326,6 +326,8 @@ def compute_reference(assignment: Assignment, limits: Limits | None = None, jobs
         return values
 
     qs = list(assignment.questions.values())
+    for q in qs:  # parse and poison the library here, before any grading thread starts
+        sandbox._poisoned_library(q.forbid)
     return dict(zip([q.id for q in qs], _map(one, qs, jobs), strict=True))
 
 
@@ -409,6 +411,8 @@ def grade_submission(
     start = time.monotonic()
     deadline = start + limits.notebook_seconds
     qs = list(assignment.questions.values())
+    for q in qs:  # parse and poison the library here, before any grading thread starts
+        sandbox._poisoned_library(q.forbid)
     graded = _map(lambda q: _grade_one(assignment, q, answers, reference[q.id], limits, deadline), qs, jobs)
     report = GradeReport(assignment.name, str(submission), [g[0] for g in graded])
     report.isolated = any(g[1] for g in graded)

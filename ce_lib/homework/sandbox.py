@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._astlock import parse
+from ._astlock import AST_LOCK, parse
 from .spec import Check
 
 __all__ = ["Limits", "ProbeOutcome", "RunResult", "namespaces_available", "run"]
@@ -136,6 +136,18 @@ def _library_files() -> dict[str, str]:
 
 def _poisoned_library(forbid: Sequence[str]) -> dict[str, str]:
     """ce_lib's files with the bodies of the forbidden functions replaced by a ``raise``."""
+    return dict(_poisoned_files(tuple(forbid)))
+
+
+@functools.cache
+def _poisoned_files(forbid: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """Computed once per set of forbidden names, under the parse lock (see ``_astlock``);
+    the grader warms this cache before it starts any grading thread."""
+    with AST_LOCK:
+        return tuple(_poison(forbid).items())
+
+
+def _poison(forbid: Sequence[str]) -> dict[str, str]:
     files = dict(_library_files())
     targets: dict[str, set[str]] = {}
     for name in forbid:
