@@ -59,7 +59,7 @@ import tracemalloc  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # a clean clone works too
-from ce_lib.losses import cross_entropy, cross_entropy_grad, cross_entropy_value_and_grad  # noqa: E402
+from ce_lib.categorical import cross_entropy, cross_entropy_grad, cross_entropy_value_and_grad  # noqa: E402
 from ce_lib.scale import linear_cross_entropy_reference, linear_cross_entropy_value_and_grad  # noqa: E402
 
 try:

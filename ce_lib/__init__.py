@@ -10,12 +10,11 @@ from .calibration import (
     CalibrationBins,
     ECEBootstrap,
     calibration_bins,
-    distillation_loss,
-    distillation_loss_grad,
     ece_bootstrap,
     expected_calibration_error,
     fit_temperature,
 )
+from .distillation import distillation_loss, distillation_loss_grad
 from .entmax import entmax15, entmax_bisect
 from .focal import focal_loss, focal_loss_grad, sigmoid_focal_loss, sigmoid_focal_loss_grad
 from .functional import (

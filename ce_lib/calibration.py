@@ -1,12 +1,12 @@
-"""Temperature: calibration (Guo et al., 2017) and distillation (Hinton et al., 2015).
+"""Temperature and calibration (Guo et al., 2017).
 
 Dividing the logits by a temperature ``T`` changes how confident the softmax
 is without changing which class wins. :func:`fit_temperature` picks the ``T``
 that minimises the held-out negative log-likelihood; :func:`calibration_bins`
 and :func:`expected_calibration_error` measure how far confidence is from
 accuracy (with equal-width or equal-mass bins), and :func:`ece_bootstrap` puts
-a bootstrap interval around that measurement; :func:`distillation_loss` is the
-softened teacher-student loss with its ``T**2`` factor.
+a bootstrap interval around that measurement. Distillation, the other use of a
+temperature, is in :mod:`ce_lib.distillation`.
 """
 
 from __future__ import annotations
@@ -20,20 +20,14 @@ from ._validation import (
     as_float_array,
     as_index_array,
     check_class_target,
-    check_reduction,
-    check_same_shape,
     normalize_axis,
-    reduce,
-    reduction_scale,
 )
-from .functional import log_softmax, softmax
+from .functional import softmax
 
 __all__ = [
     "CalibrationBins",
     "ECEBootstrap",
     "calibration_bins",
-    "distillation_loss",
-    "distillation_loss_grad",
     "ece_bootstrap",
     "expected_calibration_error",
     "fit_temperature",
@@ -406,97 +400,3 @@ def ece_bootstrap(
     replicates = np.abs(sums).sum(axis=1) / n
     low, high = np.quantile(replicates, [(1 - level) / 2, (1 + level) / 2])
     return ECEBootstrap(estimate, float(low), float(high), float(level), replicates)
-
-
-def _distillation_inputs(
-    student: ArrayLike, teacher: ArrayLike, temperature: float, axis: int, reduction: str
-) -> tuple[NDArray, NDArray, NDArray, int, np.dtype]:
-    s, dtype = as_float_array(student, "student_logits")
-    t, _ = as_float_array(teacher, "teacher_logits")
-    check_same_shape(s, t, "student_logits", "teacher_logits")
-    ax = normalize_axis(axis, s.ndim)
-    check_reduction(reduction)
-    if not (np.isfinite(temperature) and temperature > 0):
-        raise ValueError(f"temperature must be positive; got {temperature!r}")
-    s = np.moveaxis(s, ax, -1)
-    t = np.moveaxis(t, ax, -1).astype(s.dtype, copy=False)
-    return s / temperature, t / temperature, softmax(t / temperature), ax, dtype
-
-
-def distillation_loss(
-    student_logits: ArrayLike,
-    teacher_logits: ArrayLike,
-    *,
-    temperature: float = 2.0,
-    axis: int = -1,
-    reduction: str = "mean",
-) -> NDArray:
-    r"""Knowledge-distillation loss: :math:`T^2` times the KL divergence of softened outputs.
-
-    .. math::
-
-        \ell_n = T^2 \, \mathrm{KL}\bigl(q_n \,\Vert\, p_n\bigr),\qquad
-        q_n = \operatorname{softmax}(v_n / T),\; p_n = \operatorname{softmax}(z_n / T).
-
-    Where :math:`1/T` enters: the KL term alone has the gradient
-    :math:`(p_n - q_n)/T` with respect to the student logits (one factor
-    :math:`1/T` from the chain rule through :math:`z_n/T`), and for large
-    :math:`T` the softened outputs differ by
-    :math:`p - q \approx \bigl((z - \bar z) - (v - \bar v)\bigr)/(C T)`
-    (bars: means over the classes), a second factor :math:`1/T`. So the
-    gradient of the KL term shrinks like :math:`1/T^2`; multiplied by
-    :math:`T^2`, the gradient of this loss is :math:`T(p_n - q_n)`, which tends
-    to :math:`\bigl((z - \bar z) - (v - \bar v)\bigr)/C` and stays
-    :math:`O(1)`. The soft term thus keeps its weight against the hard-label
-    loss when :math:`T` is changed (Hinton et al., 2015).
-
-    Parameters
-    ----------
-    student_logits : array_like, shape (..., C, ...)
-        The student's logits :math:`z_n`; the class axis is ``axis``.
-    teacher_logits : array_like
-        The teacher's logits :math:`v_n`, same shape as ``student_logits``.
-    temperature : float, default 2.0
-        :math:`T > 0`.
-    axis : int, default -1
-        The class axis.
-    reduction : {"mean", "sum", "none"}, default "mean"
-        ``"mean"`` averages over samples (PyTorch's ``kl_div(reduction="batchmean")``).
-
-    Returns
-    -------
-    ndarray
-        Scalar, or per-sample losses for ``"none"``.
-    """
-    s, t, q, _, dtype = _distillation_inputs(student_logits, teacher_logits, temperature, axis, reduction)
-    kl = np.sum(q * (log_softmax(t) - log_softmax(s)), axis=-1)
-    return reduce(temperature**2 * kl, reduction, dtype)
-
-
-def distillation_loss_grad(
-    student_logits: ArrayLike,
-    teacher_logits: ArrayLike,
-    *,
-    temperature: float = 2.0,
-    axis: int = -1,
-    reduction: str = "mean",
-) -> NDArray:
-    r"""Gradient of :func:`distillation_loss` with respect to the student logits.
-
-    .. math::
-
-        \nabla_{z_n} \ell_n = T\,\bigl(\operatorname{softmax}(z_n/T) - \operatorname{softmax}(v_n/T)\bigr)
-
-    Parameters
-    ----------
-    student_logits, teacher_logits, temperature, axis, reduction
-        As for :func:`distillation_loss`.
-
-    Returns
-    -------
-    ndarray
-        Same shape and dtype as ``student_logits``.
-    """
-    s, _, q, ax, dtype = _distillation_inputs(student_logits, teacher_logits, temperature, axis, reduction)
-    grad = temperature * (softmax(s) - q) * reduction_scale(reduction, int(np.prod(s.shape[:-1])))
-    return np.moveaxis(grad, -1, ax).astype(dtype, copy=False)

@@ -20,7 +20,7 @@ from ._validation import (
     reduction_scale,
 )
 from .functional import log_sigmoid, log_softmax, sigmoid, softmax, softplus
-from .losses import _class_inputs, _target_logit
+from .hinge import _class_inputs, _target_logit
 
 __all__ = ["focal_loss", "focal_loss_grad", "sigmoid_focal_loss", "sigmoid_focal_loss_grad"]
 
@@ -60,7 +60,7 @@ def focal_loss(
         \ell_n = -\alpha_{y_n} (1 - p_{n y_n})^\gamma \log p_{n y_n},
         \qquad p_n = \operatorname{softmax}(z_n).
 
-    ``gamma=0`` and no ``alpha`` is :func:`~ce_lib.losses.cross_entropy`.
+    ``gamma=0`` and no ``alpha`` is :func:`~ce_lib.categorical.cross_entropy`.
 
     Parameters
     ----------

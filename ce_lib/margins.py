@@ -4,7 +4,7 @@ Normalise both the features and the class weights, and the logits become
 cosines of angles, bounded in ``[-1, 1]``; a scale ``s`` turns them back into
 usable logits (NormFace). A margin ``m`` then asks the target class to win by
 more than a tie: subtracted from the cosine (AM-Softmax, CosFace) or added to
-the angle (ArcFace). Each loss is :func:`~ce_lib.losses.cross_entropy` on modified
+the angle (ArcFace). Each loss is :func:`~ce_lib.categorical.cross_entropy` on modified
 logits, and its gradient is the chain rule through that modification.
 """
 
@@ -14,7 +14,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from ._validation import as_float_array, check_class_target, check_reduction, normalize_axis
-from .losses import cross_entropy, cross_entropy_grad
+from .categorical import cross_entropy, cross_entropy_grad
 
 __all__ = [
     "am_softmax_loss",
@@ -153,7 +153,7 @@ def am_softmax_loss(
         \ell_n = -\log \frac{e^{s(\cos\theta_{y} - m)}}
                  {e^{s(\cos\theta_{y} - m)} + \sum_{j \ne y} e^{s \cos\theta_j}},
 
-    i.e. :func:`~ce_lib.losses.cross_entropy` on the logits :math:`s(\cos\theta - m\,e_y)`.
+    i.e. :func:`~ce_lib.categorical.cross_entropy` on the logits :math:`s(\cos\theta - m\,e_y)`.
     It is the hinge :math:`\max(\max_{j\ne y} \cos\theta_j - \cos\theta_y + m, 0)`
     smoothed with log-sum-exp and softplus, exactly as plain cross-entropy
     smooths the margin-free hinge. Defaults are the AM-Softmax paper's.

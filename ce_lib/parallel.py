@@ -19,7 +19,7 @@ gradient are computed without ever gathering the logits:
 One change from Megatron-LM: the sum of step 2 leaves the target class out
 (``r = sum_{j != y} e^{z_j - M}``), and the loss is ``log1p(r / e^{z_y - M})``,
 so that a confidently right row keeps a loss of 1e-20 instead of rounding
-``log(1 + 1e-20)`` to 0 (as ``ce_lib.losses.cross_entropy`` does).
+``log(1 + 1e-20)`` to 0 (as ``ce_lib.categorical.cross_entropy`` does).
 
 Each all-reduce carries ``N`` numbers per rank, not ``N V``. Here the ranks are
 the elements of a Python list and each all-reduce is an explicit reduction over
@@ -91,7 +91,7 @@ def vocab_parallel_cross_entropy(
         \frac{\partial \ell_n}{\partial z^{(k)}_{nj}} = \frac{e^{z^{(k)}_{nj} - M_n}}{Z_n e^{-M_n}}
         - [\,o_k + j = y_n\,].
 
-    The result equals :func:`ce_lib.losses.cross_entropy` of the concatenated
+    The result equals :func:`ce_lib.categorical.cross_entropy` of the concatenated
     logits and its gradient, split the same way. Shards may have different
     widths (even 0), unlike Megatron-LM, which splits the vocabulary evenly.
 

@@ -22,13 +22,9 @@ from collections.abc import Iterable
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from ._fastpath import _ce_rows
 from ._validation import as_float_array, check_class_target, check_reduction, normalize_axis
-from .losses import (
-    _ce_rows,
-    _reference_cross_entropy,
-    _reference_cross_entropy_grad,
-    cross_entropy_value_and_grad,
-)
+from .categorical import _reference_cross_entropy, _reference_cross_entropy_grad, cross_entropy_value_and_grad
 
 __all__ = [
     "linear_cross_entropy",
@@ -303,7 +299,7 @@ def linear_cross_entropy(
         Targets equal to this contribute nothing to the loss, the gradients or
         the mean's denominator.
     reduction : {"mean", "sum", "none"}, default "mean"
-        As for :func:`ce_lib.losses.cross_entropy`.
+        As for :func:`ce_lib.categorical.cross_entropy`.
     chunk_size : int, optional
         Tokens per chunk. By default, as many as make about 256 MiB of logits.
 
@@ -390,7 +386,7 @@ def linear_cross_entropy_reference(
     reduction: str = "mean",
 ) -> tuple[NDArray, tuple[NDArray, NDArray, NDArray | None]]:
     """The materialised computation: all ``N x V`` logits, then
-    :func:`ce_lib.losses.cross_entropy_value_and_grad`.
+    :func:`ce_lib.categorical.cross_entropy_value_and_grad`.
 
     Same arguments and results as :func:`linear_cross_entropy_value_and_grad`
     (without ``chunk_size``); it needs the ``N x V`` logits and their gradient

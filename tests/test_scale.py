@@ -18,7 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import ce_lib as ce
-from ce_lib.losses import (
+from ce_lib.categorical import (
     _reference_cross_entropy,
     _reference_cross_entropy_grad,
     cross_entropy_value_and_grad,

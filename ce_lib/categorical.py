@@ -1,0 +1,270 @@
+"""Softmax (categorical) cross-entropy and its closed-form gradient.
+
+The readable reference: every variant (class indices or probabilities, class
+weights, label smoothing, ignored targets) is one formula, ``-sum_c q_c log p_c``,
+with a coefficient array ``q`` built from the target; the gradient is
+``(sum_c q_c) p - q``. The common case (integer labels, no weights, no
+smoothing) goes through the one-pass fast path of :mod:`ce_lib._fastpath`.
+
+Conventions follow ``torch.nn.functional`` (argument names, ``reduction``
+rules, ``ignore_index=-100``, the weighting and label-smoothing formulas),
+except that the class axis is chosen with ``axis=`` (default ``-1``, the
+NumPy convention); ``axis=1`` reproduces PyTorch's ``(N, C, d1, ...)`` layout.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from ._fastpath import fast_cross_entropy
+from ._validation import (
+    as_float_array,
+    check_class_target,
+    check_class_weight,
+    check_reduction,
+    check_same_shape,
+    normalize_axis,
+    reduce,
+)
+from .functional import log_softmax, softmax
+
+__all__ = ["cross_entropy", "cross_entropy_grad", "cross_entropy_value_and_grad"]
+
+
+@dataclass
+class _CrossEntropyTerms:
+    """Everything the loss and its gradient share, in class-axis-last layout.
+
+    Every variant of cross-entropy (class indices or probabilities, class
+    weights, label smoothing, ignored targets) is the same formula
+
+    .. math::  \\ell_n = -\\sum_c q_{nc} \\log p_{nc}
+
+    with a coefficient array ``q`` built from the target; its gradient with
+    respect to the logits is ``(sum_c q_nc) p_n - q_n``.
+    """
+
+    z: NDArray  # logits, class axis last
+    q: NDArray  # coefficients of -log p, same shape as z
+    denominator: float  # what "mean" divides the summed loss by
+    axis: int  # where the class axis was in the caller's layout
+    dtype: np.dtype
+
+
+def _cross_entropy_terms(
+    logits: ArrayLike,
+    target: ArrayLike,
+    axis: int,
+    weight: ArrayLike | None,
+    ignore_index: int,
+    reduction: str,
+    label_smoothing: float,
+) -> _CrossEntropyTerms:
+    z, dtype = as_float_array(logits, "logits")
+    ax = normalize_axis(axis, z.ndim)
+    check_reduction(reduction)
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1]; got {label_smoothing!r}")
+    n_classes = z.shape[ax]
+    if n_classes == 0:
+        raise ValueError(f"logits has an empty class axis (axis={axis}, shape {z.shape})")
+    w = check_class_weight(weight, n_classes, z.dtype)
+    eps = float(label_smoothing)
+
+    t = np.asarray(target)
+    if t.dtype.kind == "f" and t.ndim == z.ndim:
+        # Probability targets, same shape as the logits:
+        #   q = w * ((1 - eps) t + eps / C),  mean divides by the number of rows.
+        check_same_shape(z, t, "logits", "target")
+        z = np.moveaxis(z, ax, -1)
+        t = np.moveaxis(t, ax, -1).astype(z.dtype, copy=False)
+        q = (1.0 - eps) * t + eps / n_classes
+        if w is not None:
+            q = q * w
+        return _CrossEntropyTerms(z, q, float(np.prod(z.shape[:-1])), ax, dtype)
+
+    # Class-index targets, shape of the logits without the class axis:
+    z = np.moveaxis(z, ax, -1)
+    #   q = m * ((1 - eps) w_y e_y + (eps / C) w),  m = [y != ignore_index],
+    #   mean divides by sum_n m_n w_{y_n}.
+    y = check_class_target(t, z.shape[:-1], n_classes, ignore_index)
+    keep = y != ignore_index
+    y_safe = np.where(keep, y, 0)[..., None]
+    w_full = np.ones(n_classes, dtype=z.dtype) if w is None else w
+    w_y = np.where(keep, w_full[y_safe[..., 0]], 0.0).astype(z.dtype)
+    q = np.broadcast_to((eps / n_classes) * w_full, z.shape) * keep[..., None]
+    q = q.astype(z.dtype)  # a fresh array we may write into
+    np.put_along_axis(q, y_safe, np.take_along_axis(q, y_safe, -1) + (1.0 - eps) * w_y[..., None], -1)
+    return _CrossEntropyTerms(z, q, float(w_y.sum()), ax, dtype)
+
+
+def _reduce_ce(per_element: NDArray, terms: _CrossEntropyTerms, reduction: str) -> NDArray:
+    if reduction == "mean":
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = per_element.sum() / terms.denominator
+        return np.asarray(mean, dtype=terms.dtype)[()]
+    return reduce(per_element, reduction, terms.dtype)
+
+
+def cross_entropy(
+    logits: ArrayLike,
+    target: ArrayLike,
+    *,
+    axis: int = -1,
+    weight: ArrayLike | None = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+) -> NDArray:
+    r"""Softmax cross-entropy between logits and a target.
+
+    With :math:`p = \operatorname{softmax}(z)` along ``axis``, each element's loss is
+
+    .. math::
+
+        \ell_n = -\sum_c q_{nc} \log p_{nc}, \qquad
+        q_{nc} = w_c \bigl((1-\varepsilon)\, t_{nc} + \varepsilon / C\bigr),
+
+    where :math:`t_n` is the one-hot vector of the label :math:`y_n` (class
+    indices) or the given distribution (probability targets), :math:`w` the
+    class weights and :math:`\varepsilon` the label smoothing. For a class
+    index without weights or smoothing this is :math:`-\log p_{n y_n}`.
+
+    Parameters
+    ----------
+    logits : array_like, shape (..., C, ...)
+        Unnormalised scores; the class axis is ``axis``.
+    target : array_like
+        Either integer class indices with the shape of ``logits`` without the
+        class axis, or probabilities (floating dtype) with the shape of ``logits``.
+    axis : int, default -1
+        The class axis. ``axis=1`` is PyTorch's layout.
+    weight : array_like of shape (C,), optional
+        Per-class weights :math:`w_c`.
+    ignore_index : int, default -100
+        Class-index targets equal to this contribute nothing to the loss, the
+        gradient or the mean's denominator. Not used for probability targets.
+    reduction : {"mean", "sum", "none"}, default "mean"
+        ``"mean"`` divides the sum by :math:`\sum_n w_{y_n}` over the
+        non-ignored elements (class indices; the count of them without
+        weights), or by the number of elements (probability targets), as
+        PyTorch does. If every target is ignored the mean is 0/0 = NaN.
+    label_smoothing : float in [0, 1], default 0
+        :math:`\varepsilon`, mixing the target with the uniform distribution.
+
+    Returns
+    -------
+    ndarray
+        A scalar for ``"mean"`` and ``"sum"``; per-element losses with the
+        shape of ``logits`` without the class axis for ``"none"``. Same
+        floating dtype as ``logits``.
+
+    Raises
+    ------
+    ValueError
+        For a label outside ``[0, C)`` other than ``ignore_index``, a target of
+        the wrong shape or dtype, an empty class axis, an unknown
+        ``reduction``, ``label_smoothing`` outside ``[0, 1]``, or a ``weight``
+        that is not of shape ``(C,)``.
+    """
+    fast = fast_cross_entropy(logits, target, axis, weight, ignore_index, reduction, label_smoothing, False)
+    if fast is not None:
+        return fast[0]
+    return _reference_cross_entropy(logits, target, axis, weight, ignore_index, reduction, label_smoothing)
+
+
+def _reference_cross_entropy(logits, target, axis, weight, ignore_index, reduction, label_smoothing):
+    """The readable reference: ``-sum_c q_c log_softmax(z)_c``, any target, any option."""
+    terms = _cross_entropy_terms(logits, target, axis, weight, ignore_index, reduction, label_smoothing)
+    logp = log_softmax(terms.z, axis=-1)
+    with np.errstate(invalid="ignore"):
+        # A class with q = 0 contributes 0 even where log p = -inf (masked logits).
+        per_element = -np.sum(np.where(terms.q != 0, terms.q * logp, 0.0), axis=-1)
+    return _reduce_ce(per_element, terms, reduction)
+
+
+def cross_entropy_grad(
+    logits: ArrayLike,
+    target: ArrayLike,
+    *,
+    axis: int = -1,
+    weight: ArrayLike | None = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+) -> NDArray:
+    r"""Gradient of :func:`cross_entropy` with respect to the logits.
+
+    .. math::
+
+        \frac{\partial \ell_n}{\partial z_{nc}} = \Bigl(\sum_k q_{nk}\Bigr) p_{nc} - q_{nc},
+
+    which is the familiar :math:`p - e_y` for a one-hot target without weights
+    or smoothing. It never divides by a probability, so it stays finite and in
+    :math:`[-\max w, \max w]` however small :math:`p` gets. Under ``"mean"`` it
+    is divided by the same denominator as the loss.
+
+    Parameters
+    ----------
+    logits, target, axis, weight, ignore_index, reduction, label_smoothing
+        As for :func:`cross_entropy`.
+
+    Returns
+    -------
+    ndarray
+        Same shape and dtype as ``logits``.
+    """
+    fast = fast_cross_entropy(logits, target, axis, weight, ignore_index, reduction, label_smoothing, True)
+    if fast is not None:
+        return fast[1]
+    args = (logits, target, axis, weight, ignore_index, reduction, label_smoothing)
+    return _reference_cross_entropy_grad(*args)
+
+
+def _reference_cross_entropy_grad(logits, target, axis, weight, ignore_index, reduction, label_smoothing):
+    """The readable reference: ``(sum_c q_c) softmax(z) - q``, any target, any option."""
+    terms = _cross_entropy_terms(logits, target, axis, weight, ignore_index, reduction, label_smoothing)
+    p = softmax(terms.z, axis=-1)
+    grad = terms.q.sum(axis=-1, keepdims=True) * p - terms.q
+    if reduction == "mean":
+        with np.errstate(invalid="ignore", divide="ignore"):
+            grad = grad / terms.denominator
+    return np.moveaxis(grad, -1, terms.axis).astype(terms.dtype, copy=False)
+
+
+def cross_entropy_value_and_grad(
+    logits: ArrayLike,
+    target: ArrayLike,
+    *,
+    axis: int = -1,
+    weight: ArrayLike | None = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+) -> tuple[NDArray, NDArray]:
+    r""":func:`cross_entropy` and :func:`cross_entropy_grad` in one pass over the logits.
+
+    For class-index targets without ``weight`` or ``label_smoothing`` (the
+    common case) the value and the gradient :math:`(p - e_y)/N` share one
+    exponential per logit: about the cost of one ``np.exp(logits)``, and no
+    memory beyond the returned gradient but a few rows of scratch. Every other
+    case computes the two separately by the reference formulas.
+
+    Parameters
+    ----------
+    logits, target, axis, weight, ignore_index, reduction, label_smoothing
+        As for :func:`cross_entropy`.
+
+    Returns
+    -------
+    (ndarray, ndarray)
+        ``cross_entropy(...)`` and ``cross_entropy_grad(...)``.
+    """
+    fast = fast_cross_entropy(logits, target, axis, weight, ignore_index, reduction, label_smoothing, True)
+    if fast is not None:
+        return fast
+    args = (logits, target, axis, weight, ignore_index, reduction, label_smoothing)
+    return _reference_cross_entropy(*args), _reference_cross_entropy_grad(*args)
