@@ -1,7 +1,7 @@
 """Cross-entropy value + gradient: ce_lib against PyTorch and against the floor of unavoidable work.
 
     python benchmarks/run.py            # full run (several minutes; includes the LLM-size linear case)
-    python benchmarks/run.py --quick    # under a minute
+    python benchmarks/run.py --quick    # a few minutes
     python benchmarks/run.py --json book/part2/data/benchmark.json
 
 For each shape (N, C) and dtype it times, interleaved round by round so that
@@ -16,6 +16,13 @@ every contender sees the same machine load, and reports medians:
 * ``torch``       ``F.cross_entropy`` forward + backward on the CPU, if torch is installed;
 * ``floor``       the slower of ``np.copy(z)`` (one read and one write per logit)
   and ``np.exp(z)`` (one exponential per logit) on the same array.
+
+The logits are ``normal(0, 2)``. A second table times ``ce_lib``, the floor and torch
+for other kinds of logits (``LOGIT_KINDS``): a z-loss-like batch (every row's
+log-sum-exp close to 0, about half of them below), small logits (``0.01 z``), logits
+shifted to about -50 (every ``exp(z)`` tiny), and huge losses (the target logit far
+below the row's maximum, beyond the exponent range). ``ce_lib`` takes one pass for
+all of them: the rows of these tables are the whole story, there is no slower path.
 
 Peak memory is measured with tracemalloc (which sees NumPy's allocations, not
 torch's), as the extra memory beyond the inputs and the returned gradient.
@@ -37,7 +44,7 @@ from datetime import UTC, datetime
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="fewer repeats, no LLM-size linear case (< 1 min)")
+    p.add_argument("--quick", action="store_true", help="fewer repeats, no LLM-size linear case (a few min)")
     p.add_argument("--threads", type=int, default=1, help="threads for BLAS/OpenMP and torch (default 1)")
     p.add_argument(
         "--repeats", type=int, default=None, help="timed rounds per case (default 3 quick, 11 full)"
@@ -72,6 +79,7 @@ except ImportError:  # the benchmark runs without torch and says so
 
 SHAPES = [(4096, 10), (4096, 1000), (512, 32000), (64, 128256)]
 DTYPES = [np.float32, np.float64]
+KIND_SHAPES = [(4096, 1000), (512, 32000)]  # the shapes of the logit-kinds table (--quick: the first)
 MiB = 1 << 20
 
 
@@ -168,19 +176,42 @@ def returned_bytes(out) -> int:
     return 0
 
 
-def bench_case(n, c, dtype, repeats):
+def zloss_like(z, y, rng):
+    """Every row's log-sum-exp close to 0 (normal, sd 0.1): what a z-loss trains towards."""
+    lse = np.logaddexp.reduce(z, axis=1, keepdims=True)
+    return z - lse + rng.normal(scale=0.1, size=(z.shape[0], 1))
+
+
+def huge_loss(z, y, rng):
+    """The target logit 1000 (float64) or 100 (float32) below the others: exp(z_c - z_y) overflows."""
+    z = z.copy()
+    z[np.arange(len(y)), y] -= 1000.0 if z.dtype == np.float64 else 100.0
+    return z
+
+
+LOGIT_KINDS = {
+    "normal(0, 2)": lambda z, y, rng: z,
+    "z-loss: log Z ~ 0": zloss_like,
+    "small: 0.01 z": lambda z, y, rng: 0.01 * z,
+    "shifted: z - 50": lambda z, y, rng: z - 50.0,
+    "huge loss: z_y - 1000": huge_loss,
+}
+
+
+def bench_case(n, c, dtype, repeats, kind=None):
+    """One row of the main table (``kind=None``: every contender) or of the logit-kinds table."""
     rng = np.random.default_rng(0)
-    z = rng.normal(scale=2.0, size=(n, c)).astype(dtype)
+    z = rng.normal(scale=2.0, size=(n, c))
     y = rng.integers(0, c, size=n)
-    fns = {
-        "ce_lib": run_ce_lib,
-        "ce_lib_two_calls": run_ce_lib_two_calls,
-        "multi_pass": run_multi_pass,
-        "floor_copy": run_floor_copy,
-        "floor_exp": run_floor_exp,
-    }
+    if kind is not None:
+        z = LOGIT_KINDS[kind](z.astype(dtype).astype(np.float64), y, np.random.default_rng(1))
+    z = z.astype(dtype)
+    fns = {"ce_lib": run_ce_lib}
+    if kind is None:
+        fns |= {"ce_lib_two_calls": run_ce_lib_two_calls, "multi_pass": run_multi_pass}
+    fns |= {"floor_copy": run_floor_copy, "floor_exp": run_floor_exp}
     naive_bytes = n * c * c * z.itemsize
-    if naive_bytes <= ARGS.naive_limit * (1 << 30):
+    if kind is None and naive_bytes <= ARGS.naive_limit * (1 << 30):
         fns["naive"] = run_naive
     if torch is not None:
         fns["torch"] = make_torch(z, y)
@@ -190,18 +221,19 @@ def bench_case(n, c, dtype, repeats):
         "N": n,
         "C": c,
         "dtype": np.dtype(dtype).name,
+        "logits": kind or "normal(0, 2)",
         "logits_MiB": z.nbytes / MiB,
         "time_ms": {k: 1e3 * v for k, v in t.items()},
         "floor_ms": 1e3 * floor,
         "floor_is": "exp" if t["floor_exp"] >= t["floor_copy"] else "copy",
         "ratio_to_floor": {k: t[k] / floor for k in t if not k.startswith("floor")},
         "ratio_to_torch": {k: t[k] / t["torch"] for k in t if not k.startswith("floor")} if torch else None,
-        "naive_skipped_GiB": None if "naive" in fns else naive_bytes / (1 << 30),
+        "naive_skipped_GiB": None if "naive" in fns or kind else naive_bytes / (1 << 30),
         "extra_peak_MiB": {},
     }
     for k, f in fns.items():
-        if k == "torch":
-            continue  # tracemalloc does not see torch's allocator
+        if k == "torch" or (kind and k != "ce_lib"):
+            continue  # tracemalloc does not see torch's allocator; the floors' memory is known
         peak, out = traced_peak(f, z, y)
         row["extra_peak_MiB"][k] = (peak - returned_bytes(out)) / MiB
         del out
@@ -209,19 +241,24 @@ def bench_case(n, c, dtype, repeats):
     return row
 
 
-def bench_linear(n, d, v, dtype, repeats, chunk_size=None, time_it=True):
-    """Chunked against materialised linear cross-entropy: time (median) and traced peak memory."""
+def bench_linear(n, d, v, dtype, repeats, chunk_size=None, time_it=True, zloss_bias=False):
+    """Chunked against materialised linear cross-entropy: time (median) and traced peak memory.
+
+    ``zloss_bias``: a bias of ``-log V`` puts every row's log-sum-exp close to 0 (about half the
+    rows below), as a z-loss does.
+    """
     rng = np.random.default_rng(0)
     h = (rng.standard_normal((n, d), dtype=np.float32) * 0.5).astype(dtype)
     W = (rng.standard_normal((v, d), dtype=np.float32) / np.sqrt(d)).astype(dtype)
     y = rng.integers(0, v, size=n)
+    b = np.full(v, -np.log(v) - 0.125, dtype=dtype) if zloss_bias else None
     outputs_mib = (h.nbytes + W.nbytes) / MiB  # dh and dW
 
     def chunked():
-        return linear_cross_entropy_value_and_grad(h, W, y, chunk_size=chunk_size)
+        return linear_cross_entropy_value_and_grad(h, W, y, bias=b, chunk_size=chunk_size)
 
     def materialised():
-        return linear_cross_entropy_reference(h, W, y)
+        return linear_cross_entropy_reference(h, W, y, bias=b)
 
     result = {
         "N": n,
@@ -229,6 +266,7 @@ def bench_linear(n, d, v, dtype, repeats, chunk_size=None, time_it=True):
         "V": v,
         "dtype": np.dtype(dtype).name,
         "chunk_size": chunk_size,
+        "zloss_bias": zloss_bias,
         "logits_MiB": n * v * np.dtype(dtype).itemsize / MiB,
         "outputs_MiB": outputs_mib,
     }
@@ -321,6 +359,22 @@ def print_table(rows):
         )
 
 
+def print_kinds_table(rows):
+    print(f"\nOther kinds of logits, median ms for value + gradient (threads={ARGS.threads}):")
+    head = f"{'N':>6} {'C':>7} {'dtype':>8} {'logits':>22} {'floor':>8} {'ce_lib':>8} {'torch':>8}"
+    head += f" {'/floor':>7} {'/torch':>7}"
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        t = r["time_ms"].get("torch")
+        vs_torch = r["ratio_to_torch"]["ce_lib"] if r["ratio_to_torch"] else None
+        print(
+            f"{r['N']:>6} {r['C']:>7} {r['dtype']:>8} {r['logits']:>22} {r['floor_ms']:8.2f} "
+            f"{r['time_ms']['ce_lib']:8.2f} {fmt(t, '8.2f')} {r['ratio_to_floor']['ce_lib']:7.2f} "
+            f"{fmt(vs_torch, '7.2f')}"
+        )
+
+
 def goals(rows):
     """The issue's goals, checked on this run's ratios (reported, never asserted)."""
     out = []
@@ -335,6 +389,7 @@ def goals(rows):
                 "N": r["N"],
                 "C": r["C"],
                 "dtype": r["dtype"],
+                "logits": r["logits"],
                 "ratio_to_floor": f,
                 "ratio_to_torch": t,
                 "extra_peak_in_logits": m,
@@ -365,11 +420,17 @@ def main():
                 flush=True,
             )
     print_table(rows)
-    g = goals(rows)
+    kind_rows = []
+    for dtype in DTYPES:
+        for n, c in KIND_SHAPES[:1] if ARGS.quick else KIND_SHAPES:
+            for kind in LOGIT_KINDS:
+                kind_rows.append(bench_case(n, c, dtype, repeats, kind=kind))
+    print_kinds_table(kind_rows)
+    g = goals(rows) + goals([r for r in kind_rows if r["logits"] != "normal(0, 2)"])
     print("\nGoals for C >= 1000 (ce_lib <= 2x floor, <= 1x torch, extra memory <= 1 copy of the logits):")
     for x in g:
         print(
-            f"  ({x['N']}, {x['C']}, {x['dtype']}): floor x{x['ratio_to_floor']:.2f} "
+            f"  ({x['N']}, {x['C']}, {x['dtype']}, {x['logits']}): floor x{x['ratio_to_floor']:.2f} "
             f"{'met' if x['floor_ok'] else 'NOT met'}; torch x{fmt(x['ratio_to_torch'], '.2f').strip()} "
             f"{'met' if x['torch_ok'] else ('n/a' if x['torch_ok'] is None else 'NOT met')}; "
             f"memory {x['extra_peak_in_logits']:.3f} {'met' if x['memory_ok'] else 'NOT met'}"
@@ -378,18 +439,16 @@ def main():
     linear = []
     if not ARGS.no_linear:
         print("\nLinear cross-entropy (h @ W.T then CE, value + dh, dW): chunked vs materialised")
-        cases = (
-            [(1024, 256, 32000, np.float32, 2, 128, True)]
-            if ARGS.quick
-            else [(2048, 512, 32000, np.float32, 3, 256, True)]
-        )
+        n, d, v, rep, chunk = (1024, 256, 32000, 2, 128) if ARGS.quick else (2048, 512, 32000, 3, 256)
+        cases = [(n, d, v, np.float32, rep, chunk, True, zloss) for zloss in (False, True)]
         if not ARGS.quick:
-            cases.append((8192, 1024, 128256, np.float32, 1, None, False))  # default chunk size
-        for n, d, v, dt, rep, chunk, time_it in cases:
-            res = bench_linear(n, d, v, dt, rep, chunk_size=chunk, time_it=time_it)
+            cases.append((8192, 1024, 128256, np.float32, 1, None, False, False))  # default chunk size
+        for n, d, v, dt, rep, chunk, time_it, zloss_bias in cases:
+            res = bench_linear(n, d, v, dt, rep, chunk_size=chunk, time_it=time_it, zloss_bias=zloss_bias)
             linear.append(res)
             line = (
-                f"  N={n} d={d} V={v} {res['dtype']}: logits would be {res['logits_MiB']:.0f} MiB; "
+                f"  N={n} d={d} V={v} {res['dtype']}{', z-loss bias' if zloss_bias else ''}: "
+                f"logits would be {res['logits_MiB']:.0f} MiB; "
                 f"extra peak chunked {res['chunked_extra_peak_MiB']:.0f} MiB, "
                 f"materialised {res['materialised_extra_peak_MiB']:.0f} MiB"
             )
@@ -417,6 +476,7 @@ def main():
                     "repeats": repeats,
                     "cases": rows,
                     "goals": g,
+                    "logit_kinds": kind_rows,
                     "linear": linear,
                 },
                 fh,

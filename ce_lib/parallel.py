@@ -17,9 +17,11 @@ gradient are computed without ever gathering the logits:
    one-hot shard.
 
 One change from Megatron-LM: the sum of step 2 leaves the target class out
-(``r = sum_{j != y} e^{z_j - M}``), and the loss is ``log1p(r / e^{z_y - M})``,
-so that a confidently right row keeps a loss of 1e-20 instead of rounding
-``log(1 + 1e-20)`` to 0 (as ``ce_lib.categorical.cross_entropy`` does).
+(``r = sum_{j != y} e^{z_j - M}``), and the loss is ``log1p(r)`` where the
+target is the row maximum and ``(M - z_y) + log(r + e^{z_y - M})`` elsewhere
+(the shared helper of ``ce_lib._fastpath``, as ``ce_lib.categorical.cross_entropy``
+does), so that a confidently right row keeps a loss of 1e-20 instead of rounding
+``log(1 + 1e-20)`` to 0.
 
 Each all-reduce carries ``N`` numbers per rank, not ``N V``. Here the ranks are
 the elements of a Python list and each all-reduce is an explicit reduction over
@@ -36,6 +38,7 @@ from typing import NamedTuple
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from ._fastpath import _row_loss
 from ._validation import as_float_array, check_class_target, check_reduction
 
 __all__ = ["VocabParallelResult", "vocab_parallel_cross_entropy"]
@@ -53,6 +56,9 @@ def _all_reduce(op: np.ufunc, local: list[NDArray], sent: list[int]) -> NDArray:
 class VocabParallelResult(NamedTuple):
     """Result of :func:`vocab_parallel_cross_entropy`: ``(loss, grad_shards, numbers_all_reduced)``.
 
+    Course: :ref:`sc-sec-vocab-parallel` in :doc:`/book/part2/scale`; returned by
+    :func:`vocab_parallel_cross_entropy`.
+
     ``loss`` holds the per-example losses, shape ``(N,)`` (``reduction="none"``),
     or a scalar; ``grad_shards`` the gradient of the (reduced) loss with respect
     to each logit shard, each with the shape of its shard; ``numbers_all_reduced``
@@ -68,6 +74,7 @@ class VocabParallelResult(NamedTuple):
     numbers_all_reduced: int
 
 
+@np.errstate(invalid="ignore", divide="ignore", over="ignore", under="ignore")  # NaN/inf rows: see Notes
 def vocab_parallel_cross_entropy(
     logit_shards: Sequence[ArrayLike],
     target: ArrayLike,
@@ -76,6 +83,8 @@ def vocab_parallel_cross_entropy(
     reduction: str = "none",
 ) -> VocabParallelResult:
     r"""Cross-entropy of logits split by vocabulary shards, with Megatron-LM's all-reduces.
+
+    Course: :ref:`sc-sec-vocab-parallel` in :doc:`/book/part2/scale`.
 
     Shard ``k`` holds classes ``o_k, ..., o_k + V_k - 1`` with
     ``o_k = V_0 + ... + V_{k-1}``: concatenating the shards along the last
@@ -106,8 +115,9 @@ def vocab_parallel_cross_entropy(
         the mean's denominator.
     reduction : {"none", "mean", "sum"}, default "none"
         ``"none"`` returns the per-example losses and the gradients of their
-        sum; ``"mean"`` divides by the number of non-ignored examples (NaN if
-        there are none).
+        sum; ``"mean"`` divides by the number of non-ignored examples. If
+        there are none, the mean is 0/0 = NaN and the gradients are 0 (as
+        ``cross_entropy``).
 
     Returns
     -------
@@ -119,8 +129,15 @@ def vocab_parallel_cross_entropy(
     ------
     ValueError
         If there are no shards, a shard is not 2-D, the shards disagree on
-        ``N``, the vocabulary is empty, a logit is NaN or ``+inf``, a row has
-        no finite logit, or a target is out of range.
+        ``N``, the vocabulary is empty, or a target is out of range.
+
+    Notes
+    -----
+    Non-finite logits follow PyTorch, as :func:`ce_lib.categorical.cross_entropy`:
+    a NaN or ``+inf`` logit makes its row's loss and gradient NaN, and so does a
+    row whose logits are all ``-inf``; a ``-inf`` logit elsewhere has
+    probability 0 (a target at ``-inf`` has loss ``+inf`` and the finite gradient
+    ``p - e_y``).
     """
     if isinstance(logit_shards, np.ndarray) or not isinstance(logit_shards, Sequence) or not logit_shards:
         raise ValueError("logit_shards must be a non-empty list of (N, V_k) arrays, one per rank")
@@ -142,9 +159,6 @@ def vocab_parallel_cross_entropy(
     dtype = np.result_type(*shards)  # the dtype to compute in (float16 is computed in float32)
     out_dtype = np.result_type(*out_dtypes)
     shards = [a.astype(dtype, copy=False) for a in shards]
-    for k, a in enumerate(shards):
-        if np.isnan(a).any() or np.isposinf(a).any():
-            raise ValueError(f"logit_shards[{k}] contains NaN or +inf")
     check_reduction(reduction)
     y = check_class_target(target, (n,), n_vocab, ignore_index)
     keep = y != ignore_index
@@ -155,10 +169,7 @@ def vocab_parallel_cross_entropy(
 
     # 1. local row maxima, then all-reduce MAX (N numbers per rank)
     local_max = [a.max(axis=1) if a.shape[1] else np.full(n, -np.inf, dtype=dtype) for a in shards]
-    row_max = _all_reduce(np.maximum, local_max, sent)
-    if not np.isfinite(row_max).all():
-        bad = int(np.flatnonzero(~np.isfinite(row_max))[0])
-        raise ValueError(f"row {bad} has no finite logit in any shard")
+    row_max = _all_reduce(np.maximum, local_max, sent)  # NaN if any shard's row has a NaN
 
     # 2. local sums of exp(z - M) over the classes other than the target, and the local
     #    shifted target logit (0 if the target is not in this shard); then all-reduce SUM
@@ -166,8 +177,8 @@ def vocab_parallel_cross_entropy(
     local_rest, local_target, has_target = [], [], []
     for a, e, o, w in zip(shards, shifted_exp, offsets, widths, strict=True):
         here = (y_safe >= o) & (y_safe < o + w)  # does the target fall in this shard?
-        t = np.zeros(n, dtype=dtype)
-        t[here] = a[rows[here], y_safe[here] - o] - row_max[here]
+        t = np.zeros(n)  # float64: the difference of two logits is exact for float32 input
+        t[here] = a[rows[here], y_safe[here] - o].astype(np.float64) - row_max[here]
         others = e.copy()
         others[rows[here], y_safe[here] - o] = 0.0  # leave the target out: no cancellation later
         rest = others.sum(axis=1)
@@ -176,21 +187,14 @@ def vocab_parallel_cross_entropy(
         has_target.append(here)
     rest = _all_reduce(np.add, local_rest, sent)  # sum over j != y of e^{z_j - M}
     target_shifted = _all_reduce(np.add, local_target, sent)  # z_y - M
-    u_y = np.exp(target_shifted)  # e^{z_y - M}, in (0, 1]
-    sum_exp = rest + u_y  # Z e^{-M}, at least 1
+    u_y = np.exp(target_shifted)  # e^{z_y - M}, in [0, 1]
+    sum_exp = rest + u_y  # Z e^{-M}, in [1, V]
 
-    # 3. every rank: the loss (without cancellation, as log1p(r / u_y)), and its shard's gradient
-    with np.errstate(divide="ignore", over="ignore"):
-        ratio = rest / u_y
-    accurate = (u_y >= np.finfo(dtype).tiny) & np.isfinite(ratio)
-    with np.errstate(divide="ignore"):
-        loss = np.where(accurate, np.log1p(np.where(accurate, ratio, 0.0)), np.log(sum_exp) - target_shifted)
-    loss = np.where(keep, loss, 0.0)
+    # 3. every rank: the loss (without cancellation), and its shard's gradient
+    loss = np.where(keep, _row_loss(-target_shifted, rest, u_y), 0.0)
     count = int(np.count_nonzero(keep))
-    if reduction == "mean":
-        scale = 1.0 / count if count else np.nan
-    else:
-        scale = 1.0
+    # "mean" of zero terms: value 0/0 = NaN, gradients 0 (every row is ignored and zeroed)
+    scale = (1.0 / count if count else 0.0) if reduction == "mean" else 1.0
     grads = []
     for e, o, here in zip(shifted_exp, offsets, has_target, strict=True):
         g = e / sum_exp[:, None]
@@ -202,5 +206,5 @@ def vocab_parallel_cross_entropy(
     elif reduction == "sum":
         value = np.asarray(loss.sum(), dtype=out_dtype)[()]
     else:
-        value = np.asarray(loss.sum() * scale, dtype=out_dtype)[()]
+        value = np.asarray(loss.sum() * scale if count else np.nan, dtype=out_dtype)[()]
     return VocabParallelResult(value, grads, sent[0])

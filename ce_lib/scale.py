@@ -24,7 +24,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from ._fastpath import _ce_rows
 from ._validation import as_float_array, check_class_target, check_reduction, normalize_axis
-from .categorical import _reference_cross_entropy, _reference_cross_entropy_grad, cross_entropy_value_and_grad
+from .categorical import cross_entropy_value_and_grad
 
 __all__ = [
     "linear_cross_entropy",
@@ -45,6 +45,8 @@ __all__ = [
 
 def lse_pair(x: ArrayLike, axis: int = -1) -> tuple[NDArray, NDArray]:
     r"""The ``(m, d)`` pair of a chunk: its maximum and the sum of ``exp(x - m)``.
+
+    Course: :prf:ref:`sc-def-pair`, equation :eq:`sc-pair`, in :doc:`/book/part2/scale`.
 
     .. math::  m = \max_i x_i, \qquad d = \sum_i e^{x_i - m}, \qquad \operatorname{LSE}(x) = m + \log d .
 
@@ -81,6 +83,8 @@ def lse_pair(x: ArrayLike, axis: int = -1) -> tuple[NDArray, NDArray]:
 def lse_merge(p: tuple[NDArray, NDArray], q: tuple[NDArray, NDArray]) -> tuple[NDArray, NDArray]:
     r"""Merge the pairs of two chunks into the pair of their union.
 
+    Course: :prf:ref:`sc-thm-merge`, equation :eq:`sc-merge`, in :doc:`/book/part2/scale`.
+
     .. math::
 
         (m_1, d_1) \oplus (m_2, d_2) = \bigl(M,\; d_1 e^{m_1 - M} + d_2 e^{m_2 - M}\bigr),
@@ -110,7 +114,10 @@ def lse_merge(p: tuple[NDArray, NDArray], q: tuple[NDArray, NDArray]) -> tuple[N
 
 
 def lse_finalize(p: tuple[NDArray, NDArray]) -> NDArray:
-    """``LSE = m + log d`` of a pair (``-inf`` for the neutral pair)."""
+    """``LSE = m + log d`` of a pair (``-inf`` for the neutral pair).
+
+    Course: :prf:ref:`sc-def-pair`, equation :eq:`sc-pair`, in :doc:`/book/part2/scale`.
+    """
     m, d = p
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(m == -np.inf, -np.inf, m + np.log(d))[()]
@@ -118,6 +125,8 @@ def lse_finalize(p: tuple[NDArray, NDArray]) -> NDArray:
 
 def online_logsumexp(chunks: Iterable[ArrayLike], axis: int = -1) -> NDArray:
     r"""Log-sum-exp of the concatenation of ``chunks`` along ``axis``, one chunk at a time.
+
+    Course: :prf:ref:`sc-thm-merge`, equation :eq:`sc-merge`, in :doc:`/book/part2/scale`.
 
     Only one chunk and one ``(m, d)`` pair are held at a time: the running pair
     is merged with each chunk's pair by :func:`lse_merge`. The result equals
@@ -190,29 +199,15 @@ def _chunk_rows(chunk_size: int | None, n_vocab: int, itemsize: int) -> int:
     return int(chunk_size)
 
 
-def _chunk_ce(logits, y, keep, scale, h_c, W, b, want_grad):
-    """Loss per row of a chunk of logits and, if ``want_grad``, its gradient written into ``logits``."""
+def _chunk_ce(logits, y, keep, scale, want_grad):
+    """Loss per row of a chunk of logits and, if ``want_grad``, its gradient written into ``logits``.
+
+    One pass of :func:`ce_lib._fastpath._ce_rows` (max-shift first, no second
+    pass for any row); a NaN or ``+inf`` logit makes its row NaN.
+    """
     out = logits if want_grad else None
     with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
-        loss, ok = _ce_rows(logits, y, out, scale)
-        bad = np.flatnonzero(~ok)
-        if bad.size:  # recompute these rows' logits (they may have been overwritten) with the max-shift
-            z_bad = h_c[bad] @ W.T
-            if b is not None:
-                z_bad += b
-            m = z_bad.max(axis=1).astype(np.float64)
-            finite = np.isfinite(m)
-            g_bad = np.empty_like(z_bad) if want_grad else None
-            lb, ok_b = _ce_rows(z_bad, y[bad], g_bad, scale, shift=np.where(finite, m, 0.0))
-            worst = ~(ok_b & finite)
-            if worst.any():  # NaN or inf logits: the reference formulas propagate them
-                zw, yw = z_bad[worst], y[bad][worst]
-                lb[worst] = _reference_cross_entropy(zw, yw, -1, None, -100, "none", 0.0)
-                if want_grad:
-                    g_bad[worst] = scale * _reference_cross_entropy_grad(zw, yw, -1, None, -100, "sum", 0.0)
-            loss[bad] = lb
-            if want_grad:
-                logits[bad] = g_bad
+        loss = _ce_rows(logits, y, out, scale)
     if not keep.all():
         loss[~keep] = 0.0
         if want_grad:
@@ -225,7 +220,8 @@ def _linear_ce(h, W, target, bias, ignore_index, reduction, chunk_size, want_gra
     n, n_vocab = h.shape[0], W.shape[0]
     keep = y != ignore_index
     count = int(np.count_nonzero(keep))
-    scale = (1.0 / count if count else np.nan) if reduction == "mean" else 1.0
+    # "mean" of zero terms: value 0/0 = NaN, gradients 0 (every row is ignored and zeroed)
+    scale = (1.0 / count if count else 0.0) if reduction == "mean" else 1.0
     y_safe = np.where(keep, y, 0)
     rows = min(_chunk_rows(chunk_size, n_vocab, h.itemsize), max(n, 1))
     logits = np.empty((rows, n_vocab), dtype=h.dtype)  # the only N-independent big buffer
@@ -243,7 +239,7 @@ def _linear_ce(h, W, target, bias, ignore_index, reduction, chunk_size, want_gra
         np.matmul(h[i:j], W.T, out=z)  # (chunk, V): the logits of this chunk only
         if b is not None:
             z += b
-        loss[i:j] = _chunk_ce(z, y_safe[i:j], keep[i:j], scale, h[i:j], W, b, want_grad)
+        loss[i:j] = _chunk_ce(z, y_safe[i:j], keep[i:j], scale, want_grad)
         if not want_grad:
             continue
         g = z  # now scale * (softmax - onehot), written over the logits
@@ -258,7 +254,8 @@ def _linear_ce(h, W, target, bias, ignore_index, reduction, chunk_size, want_gra
     if reduction == "none":
         value = loss.astype(dtype)
     else:
-        value = np.asarray(loss.sum() * scale if reduction == "mean" else loss.sum(), dtype=dtype)[()]
+        mean = loss.sum() * scale if count else np.nan  # 0/0 = NaN for a mean over zero terms
+        value = np.asarray(loss.sum() if reduction == "sum" else mean, dtype=dtype)[()]
     if not want_grad:
         return value, None
     grads = (dh.astype(dtype, copy=False), dW.astype(dtype, copy=False))
@@ -276,6 +273,8 @@ def linear_cross_entropy(
     chunk_size: int | None = None,
 ) -> NDArray:
     r"""Cross-entropy of the logits ``h W^T + b`` without materialising them.
+
+    Course: :ref:`sc-sec-linear` in :doc:`/book/part2/scale`.
 
     .. math::
 
@@ -299,7 +298,8 @@ def linear_cross_entropy(
         Targets equal to this contribute nothing to the loss, the gradients or
         the mean's denominator.
     reduction : {"mean", "sum", "none"}, default "mean"
-        As for :func:`ce_lib.categorical.cross_entropy`.
+        As for :func:`ce_lib.categorical.cross_entropy`: if every target is
+        ignored (or ``N = 0``), the mean is 0/0 = NaN and the gradients are 0.
     chunk_size : int, optional
         Tokens per chunk. By default, as many as make about 256 MiB of logits.
 
@@ -307,6 +307,13 @@ def linear_cross_entropy(
     -------
     ndarray
         A scalar, or per-token losses for ``"none"``.
+
+    Notes
+    -----
+    Each chunk takes the one-pass path of ``cross_entropy`` (row maximum
+    subtracted first, then one exponential per logit), for logits of any scale
+    or offset, with no second pass for any row. A NaN or ``+inf`` logit makes
+    its token's loss and gradient row NaN, as in PyTorch.
     """
     return _linear_ce(h, W, target, bias, ignore_index, reduction, chunk_size, want_grad=False)[0]
 
@@ -322,6 +329,9 @@ def linear_cross_entropy_value_and_grad(
     chunk_size: int | None = None,
 ) -> tuple[NDArray, tuple[NDArray, NDArray, NDArray | None]]:
     r""":func:`linear_cross_entropy` and its gradients, chunk by chunk of tokens.
+
+    Course: equation :eq:`sc-linear-grads`, chunk by chunk as in :prf:ref:`sc-prop-defer`, in
+    :doc:`/book/part2/scale`.
 
     With :math:`G = \partial L / \partial Z` (rows :math:`(p_n - e_{y_n})/N`
     under ``"mean"``), the gradients are
@@ -363,6 +373,8 @@ def linear_cross_entropy_grad(
 ) -> tuple[NDArray, NDArray, NDArray | None]:
     """Gradients ``(dh, dW, db)`` of :func:`linear_cross_entropy` (``db`` is ``None`` without a bias).
 
+    Course: equation :eq:`sc-linear-grads` in :doc:`/book/part2/scale`.
+
     Parameters
     ----------
     h, W, target, bias, ignore_index, reduction, chunk_size
@@ -387,6 +399,9 @@ def linear_cross_entropy_reference(
 ) -> tuple[NDArray, tuple[NDArray, NDArray, NDArray | None]]:
     """The materialised computation: all ``N x V`` logits, then
     :func:`ce_lib.categorical.cross_entropy_value_and_grad`.
+
+    Course: the materialised computation whose memory equation :eq:`sc-logit-bytes` counts, in
+    :doc:`/book/part2/scale`.
 
     Same arguments and results as :func:`linear_cross_entropy_value_and_grad`
     (without ``chunk_size``); it needs the ``N x V`` logits and their gradient

@@ -38,8 +38,9 @@ def test_shard_without_any_target_and_large_logits():
     y = rng.integers(0, 10, size=16)  # every target in the first shard
     loss, grads, _ = vocab_parallel_cross_entropy(_split(z, [10, 10, 10]), y)
     np.testing.assert_allclose(loss, ce.cross_entropy(z, y, reduction="none"), rtol=1e-12)
-    np.testing.assert_allclose(np.concatenate(grads, axis=1), ce.cross_entropy_grad(z, y, reduction="sum"),
-                               rtol=1e-12, atol=1e-300)
+    np.testing.assert_allclose(
+        np.concatenate(grads, axis=1), ce.cross_entropy_grad(z, y, reduction="sum"), rtol=1e-12, atol=1e-300
+    )
     # the shards that hold no target have a gradient that is just the softmax: non-negative
     assert all((g >= 0).all() for g in grads[1:])
 
@@ -68,9 +69,6 @@ def test_all_ignored_mean_is_nan():
         ([np.zeros(3)], [0], "2-D"),
         ([np.zeros((2, 3)), np.zeros((3, 3))], [0, 0], "same number of rows"),
         ([np.zeros((2, 0))], [0, 0], "no classes"),
-        ([np.array([[0.0, np.nan]])], [0], "NaN"),
-        ([np.array([[0.0, np.inf]])], [0], "NaN or \\+inf"),
-        ([np.array([[-np.inf]]), np.array([[-np.inf]])], [0], "no finite logit"),
         ([np.zeros((2, 3)), np.zeros((2, 2))], [0, 5], "outside"),
         ([np.zeros((2, 3))], [0.0, 1.0], "integer dtype"),
     ],
