@@ -157,20 +157,33 @@ def check_class_target(
     return as_index_array(t, name)
 
 
-def reduce(loss: NDArray, reduction: str, dtype: np.dtype) -> NDArray:
-    """Apply a ``reduction`` to per-element losses and cast to the output dtype."""
+def reduce(loss: NDArray, reduction: str, dtype: np.dtype, denominator: float | None = None) -> NDArray:
+    """Apply a ``reduction`` to per-element losses and cast to the output dtype.
+
+    ``"mean"`` divides the sum by ``denominator`` (default: the number of
+    elements). A mean over zero terms (no elements, every target ignored, zero
+    total weight) is 0/0 = NaN, as in PyTorch; its gradient is 0 (see
+    :func:`reduction_scale`). ``"sum"`` of zero terms is 0.
+    """
     if reduction == "none":
         return loss.astype(dtype, copy=False)
-    total = loss.sum() if reduction == "sum" else loss.mean() if loss.size else np.nan
+    total = loss.sum()
+    if reduction == "mean":
+        n = loss.size if denominator is None else denominator
+        total = total / n if n else np.nan
     return np.asarray(total, dtype=dtype)[()]
 
 
-def reduction_scale(reduction: str, n: int) -> float:
+def reduction_scale(reduction: str, n: float) -> float:
     """Factor by which a per-element gradient is multiplied under ``reduction``.
 
-    ``"mean"`` divides by the number of elements; ``"sum"`` and ``"none"``
-    (whose gradient is that of the sum) leave it alone.
+    ``"mean"`` divides by ``n``, the mean's denominator (the number of
+    elements, or the total weight); ``"sum"`` and ``"none"`` (whose gradient is
+    that of the sum) leave it alone. A mean over zero terms (``n == 0``) has
+    gradient 0, not 0/0: nothing was averaged, so nothing moves the loss. PyTorch
+    agrees when every target is ignored, but gives NaN for a zero total class
+    weight; every ``ce_lib`` loss returns 0 in both cases.
     """
     if reduction == "mean":
-        return 1.0 / n if n else np.nan
+        return 1.0 / n if n else 0.0
     return 1.0

@@ -18,7 +18,7 @@ from ._validation import (
     reduce,
     reduction_scale,
 )
-from .functional import sigmoid, softplus
+from .functional import sigmoid, softplus, times_or_zero
 
 __all__ = [
     "binary_cross_entropy",
@@ -61,6 +61,8 @@ def binary_cross_entropy(
     reduction: str = "mean",
 ) -> NDArray:
     r"""Binary cross-entropy between predicted probabilities and targets.
+
+    Course: equation :eq:`ce-eq-binary` in :doc:`/book/part1/cross_entropy`.
 
     .. math::
 
@@ -115,6 +117,9 @@ def binary_cross_entropy_grad(
 ) -> NDArray:
     r"""Gradient of :func:`binary_cross_entropy` with respect to ``probs``.
 
+    Course: equation :eq:`mse-dbce-da`, in the proof of :prf:ref:`mse-thm-grad-bce`, in
+    :doc:`/book/part1/mse_vs_ce`.
+
     .. math::
 
         \frac{\partial \ell_n}{\partial a_n}
@@ -162,6 +167,8 @@ def binary_cross_entropy_with_logits(
 ) -> NDArray:
     r"""Binary cross-entropy on logits, fused with the sigmoid.
 
+    Course: :prf:ref:`st-thm-bce`, equation :eq:`st-eq-bce-stable`, in :doc:`/book/part2/stability`.
+
     .. math::
 
         \ell_n = w_n \bigl[\, r\, y_n \operatorname{softplus}(-z_n)
@@ -191,15 +198,25 @@ def binary_cross_entropy_with_logits(
     -------
     ndarray
         Scalar, or per-element losses for ``"none"``.
+
+    Notes
+    -----
+    At an infinite logit the loss is its limit: a term whose coefficient
+    (:math:`y_n`, :math:`1 - y_n`, :math:`r` or :math:`w_n`) is 0 is absent, so
+    :math:`z = +\infty, y = 1` and :math:`z = -\infty, y = 0` cost 0, and
+    :math:`z = -\infty, y > 0` costs :math:`+\infty`. PyTorch returns NaN
+    there (its formula multiplies 0 by an infinity); the gradient agrees with
+    PyTorch's.
     """
     z, t, w, dtype = _bce_inputs(logits, target, weight, reduction, "logits")
     pw = _bce_logits_pos_weight(pos_weight, z.shape)
-    positive = t * softplus(-z)
+    # A term with coefficient 0 is absent, even where its softplus is infinite (z = +-inf).
+    positive = times_or_zero(t, softplus(-z))
     if pw is not None:
-        positive = pw * positive
-    loss = positive + (1.0 - t) * softplus(z)
+        positive = times_or_zero(pw, positive)
+    loss = positive + times_or_zero(1.0 - t, softplus(z))
     if w is not None:
-        loss = loss * w
+        loss = times_or_zero(w, loss)
     return reduce(loss, reduction, dtype)
 
 
@@ -212,6 +229,8 @@ def binary_cross_entropy_with_logits_grad(
     reduction: str = "mean",
 ) -> NDArray:
     r"""Gradient of :func:`binary_cross_entropy_with_logits` with respect to the logits.
+
+    Course: :prf:ref:`mse-thm-grad-bce`, equation :eq:`mse-grad-bce`, in :doc:`/book/part1/mse_vs_ce`.
 
     .. math::
 

@@ -21,6 +21,8 @@ def _mse_inputs(pred: ArrayLike, target: ArrayLike, reduction: str) -> tuple[NDA
 def mse_loss(pred: ArrayLike, target: ArrayLike, *, reduction: str = "mean") -> NDArray:
     r"""Mean squared error.
 
+    Course: :prf:ref:`mse-def-unit` and :prf:ref:`mse-rem-half` in :doc:`/book/part1/mse_vs_ce`.
+
     .. math::  \ell_n = (a_n - y_n)^2
 
     (PyTorch's convention: no factor 1/2.)
@@ -46,6 +48,9 @@ def mse_loss(pred: ArrayLike, target: ArrayLike, *, reduction: str = "mean") -> 
 
 def mse_loss_grad(pred: ArrayLike, target: ArrayLike, *, reduction: str = "mean") -> NDArray:
     r"""Gradient of :func:`mse_loss` with respect to ``pred``.
+
+    Course: :prf:ref:`mse-thm-grad-mse`, equation :eq:`mse-grad-mse`, and :prf:ref:`mse-thm-softmax-mse`,
+    equation :eq:`mse-softmax-grad`, in :doc:`/book/part1/mse_vs_ce`.
 
     .. math::  \frac{\partial \ell_n}{\partial a_n} = 2 (a_n - y_n)
 
