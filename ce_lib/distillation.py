@@ -18,7 +18,7 @@ from ._validation import (
     reduce,
     reduction_scale,
 )
-from .functional import log_softmax, softmax
+from .functional import log_softmax, shifted_rows, softmax
 
 __all__ = ["distillation_loss", "distillation_loss_grad"]
 
@@ -33,9 +33,12 @@ def _distillation_inputs(
     check_reduction(reduction)
     if not (np.isfinite(temperature) and temperature > 0):
         raise ValueError(f"temperature must be positive; got {temperature!r}")
-    s = np.moveaxis(s, ax, -1)
-    t = np.moveaxis(t, ax, -1).astype(s.dtype, copy=False)
-    return s / temperature, t / temperature, softmax(t / temperature), ax, dtype
+    # Shift invariant in both arguments: subtract each row's maximum first, then soften.
+    s, bad_s = shifted_rows(np.moveaxis(s, ax, -1))
+    t, bad_t = shifted_rows(np.moveaxis(t, ax, -1).astype(s.dtype, copy=False))
+    bad = (bad_s | bad_t)[..., None]  # a row without a distribution in either argument is NaN
+    s, t = np.where(bad, np.nan, s) / temperature, np.where(bad, np.nan, t) / temperature
+    return s, t, softmax(t), ax, dtype
 
 
 def distillation_loss(
@@ -47,6 +50,8 @@ def distillation_loss(
     reduction: str = "mean",
 ) -> NDArray:
     r"""Knowledge-distillation loss: :math:`T^2` times the KL divergence of softened outputs.
+
+    Course: equation :eq:`tp-kd` in :doc:`/book/part2/temperature`.
 
     .. math::
 
@@ -76,15 +81,30 @@ def distillation_loss(
     axis : int, default -1
         The class axis.
     reduction : {"mean", "sum", "none"}, default "mean"
-        ``"mean"`` averages over samples (PyTorch's ``kl_div(reduction="batchmean")``).
+        ``"mean"`` averages over samples: every position of the non-class axes
+        (PyTorch's ``kl_div(reduction="batchmean")`` for a 2-D ``(N, C)`` input;
+        with more axes, batchmean divides by ``N`` only). NaN for an empty batch.
 
     Returns
     -------
     ndarray
         Scalar, or per-sample losses for ``"none"``.
+
+    Notes
+    -----
+    Invariant to a common offset of a row of either argument: each row's
+    maximum is subtracted before the division by ``T``. A teacher class at
+    ``-inf`` (probability 0) adds 0, as in PyTorch's ``kl_div``; a student class
+    at ``-inf`` where the teacher's is finite makes the loss ``+inf`` (the
+    gradient stays finite). A row with no finite maximum in either argument
+    (all ``-inf``, a ``+inf`` or a NaN entry) is NaN.
     """
     s, t, q, _, dtype = _distillation_inputs(student_logits, teacher_logits, temperature, axis, reduction)
-    kl = np.sum(q * (log_softmax(t) - log_softmax(s)), axis=-1)
+    # A teacher class at -inf (q = 0 exactly) adds 0; a student class at -inf where the teacher's
+    # is finite (q > 0, even if q underflows) makes the KL divergence +inf.
+    with np.errstate(invalid="ignore"):
+        terms = np.where(s == -np.inf, np.inf, q * (log_softmax(t) - log_softmax(s)))
+    kl = np.sum(np.where(t == -np.inf, 0.0, terms), axis=-1)
     return reduce(temperature**2 * kl, reduction, dtype)
 
 
@@ -97,6 +117,8 @@ def distillation_loss_grad(
     reduction: str = "mean",
 ) -> NDArray:
     r"""Gradient of :func:`distillation_loss` with respect to the student logits.
+
+    Course: :prf:ref:`tp-prop-kd`, equation :eq:`tp-kd-grad`, in :doc:`/book/part2/temperature`.
 
     .. math::
 

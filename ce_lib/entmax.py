@@ -21,23 +21,29 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from ._validation import as_float_array, normalize_axis
+from .functional import shifted_rows
 
 __all__ = ["entmax15", "entmax_bisect"]
 
 
 def _prepare(x: ArrayLike, axis: int, name: str) -> tuple[NDArray, int, np.dtype]:
-    """Input as a float array with the class axis last, the axis, the result dtype."""
+    """Input with the class axis last and each row's maximum subtracted, the axis, the result dtype.
+
+    A row with no finite maximum (all ``-inf``, a ``+inf`` or a NaN entry) becomes all NaN.
+    """
     a, dtype = as_float_array(x, "x")
     ax = normalize_axis(axis, a.ndim)
     if a.shape[ax] == 0:
         raise ValueError(f"x has an empty class axis (axis={axis}, shape {a.shape})")
-    if not np.all(np.isfinite(a)):
-        raise ValueError(f"x must be finite for {name}")
-    return np.moveaxis(a, ax, -1), ax, dtype
+    z, _ = shifted_rows(np.moveaxis(a, ax, -1))
+    return z, ax, dtype
 
 
 def entmax15(x: ArrayLike, axis: int = -1) -> NDArray:
     r"""1.5-entmax, computed exactly with a sort.
+
+    Course: :prf:ref:`tg-def-entmax`, equation :eq:`tg-entmax`, for alpha = 1.5, in the form of
+    :prf:ref:`tg-prop-entmax`, equation :eq:`tg-entmax-form`, in :doc:`/book/part2/targets`.
 
     .. math::
 
@@ -60,7 +66,7 @@ def entmax15(x: ArrayLike, axis: int = -1) -> NDArray:
     Parameters
     ----------
     x : array_like
-        Logits (finite).
+        Logits. A ``-inf`` entry gets exactly 0.
     axis : int, default -1
         The class axis.
 
@@ -68,17 +74,19 @@ def entmax15(x: ArrayLike, axis: int = -1) -> NDArray:
     -------
     ndarray
         Same shape and floating dtype as ``x``: non-negative, sums to one along
-        ``axis``, exactly zero where :math:`z_j/2 \le \tau`.
+        ``axis``, exactly zero where :math:`z_j/2 \le \tau`. A slice with no
+        finite maximum (all ``-inf``, a ``+inf`` or a NaN entry) is NaN.
 
     Raises
     ------
     ValueError
-        If ``x`` is not real, has an empty class axis, or is not finite.
+        If ``x`` is not real or has an empty class axis.
     """
     z, ax, dtype = _prepare(x, axis, "entmax15")
-    u = z / 2
-    u = u - u.max(axis=-1, keepdims=True)  # shift invariance; keeps the squares small
-    u_sorted = -np.sort(-u, axis=-1)
+    u = z / 2  # max 0 (shift invariance), so the squares stay small
+    # Every u <= -1 is outside the support (tau >= max u - 1); a -inf entry is replaced by -2
+    # in the sums below, so that they stay finite, and gets exactly 0 at the end.
+    u_sorted = -np.sort(-np.where(u == -np.inf, -2.0, u), axis=-1)
     k = np.arange(1, u.shape[-1] + 1)
     mean = np.cumsum(u_sorted, axis=-1) / k
     mean_sq = np.cumsum(u_sorted**2, axis=-1) / k
@@ -95,6 +103,9 @@ def entmax15(x: ArrayLike, axis: int = -1) -> NDArray:
 def entmax_bisect(x: ArrayLike, alpha: float = 1.5, axis: int = -1, n_iter: int = 80) -> NDArray:
     r"""alpha-entmax for any :math:`\alpha > 1`, by bisection on the threshold.
 
+    Course: :prf:ref:`tg-def-entmax`, equation :eq:`tg-entmax`, solved for the threshold of
+    :prf:ref:`tg-prop-entmax`, equation :eq:`tg-entmax-form`, in :doc:`/book/part2/targets`.
+
     .. math::
 
         \alpha\text{-entmax}(z) = \bigl[(\alpha - 1) z - \tau\bigr]_+^{1/(\alpha - 1)} .
@@ -109,7 +120,8 @@ def entmax_bisect(x: ArrayLike, alpha: float = 1.5, axis: int = -1, n_iter: int 
     Parameters
     ----------
     x : array_like
-        Logits (finite).
+        Logits. A ``-inf`` entry gets exactly 0; a slice with no finite maximum
+        (all ``-inf``, a ``+inf`` or a NaN entry) gives NaN.
     alpha : float, default 1.5
         The Tsallis exponent, :math:`\alpha > 1`. ``alpha = 2`` gives sparsemax;
         :math:`\alpha \to 1` tends to softmax (use :func:`ce_lib.functional.softmax` there).
@@ -129,7 +141,7 @@ def entmax_bisect(x: ArrayLike, alpha: float = 1.5, axis: int = -1, n_iter: int 
     ------
     ValueError
         If ``alpha`` is not a finite number greater than 1, ``n_iter < 1``, or
-        ``x`` is not real, has an empty class axis, or is not finite.
+        ``x`` is not real or has an empty class axis.
     """
     if not (np.isscalar(alpha) and np.isfinite(alpha) and alpha > 1):
         raise ValueError(f"alpha must be a finite number > 1 (alpha = 1 is softmax); got {alpha!r}")
@@ -137,7 +149,7 @@ def entmax_bisect(x: ArrayLike, alpha: float = 1.5, axis: int = -1, n_iter: int 
         raise ValueError(f"n_iter must be at least 1; got {n_iter}")
     z, ax, dtype = _prepare(x, axis, "entmax_bisect")
     a = float(alpha) - 1.0
-    v = a * (z - z.max(axis=-1, keepdims=True))  # (alpha - 1) z, shifted so that M = 0
+    v = a * z  # (alpha - 1) z, shifted so that M = 0
     power = 1.0 / a
 
     def mapped(tau: NDArray) -> NDArray:

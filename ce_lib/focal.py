@@ -19,7 +19,7 @@ from ._validation import (
     reduce,
     reduction_scale,
 )
-from .functional import log_sigmoid, log_softmax, sigmoid, softmax, softplus
+from .functional import log_sigmoid, log_softmax, shifted_rows, sigmoid, softmax, softplus, times_or_zero
 from .hinge import _class_inputs, _target_logit
 
 __all__ = ["focal_loss", "focal_loss_grad", "sigmoid_focal_loss", "sigmoid_focal_loss_grad"]
@@ -39,6 +39,7 @@ def _focal_terms(
     z, y, onehot, ax, dtype = _class_inputs(logits, target, axis, reduction)
     a = check_class_weight(alpha, z.shape[-1], z.dtype)
     alpha_y = np.ones(y.shape, dtype=z.dtype) if a is None else a[y]
+    z, _ = shifted_rows(z)  # the row max first: a row without a finite one is NaN
     logp_y = _target_logit(log_softmax(z, axis=-1), y)
     one_minus_p = -np.expm1(logp_y)  # 1 - p_y without cancellation when p_y is near 1
     return z, onehot, logp_y, one_minus_p, alpha_y, ax, dtype
@@ -54,6 +55,8 @@ def focal_loss(
     reduction: str = "mean",
 ) -> NDArray:
     r"""Softmax focal loss for integer class targets.
+
+    Course: :prf:ref:`tg-def-focal`, equation :eq:`tg-focal`, in :doc:`/book/part2/targets`.
 
     .. math::
 
@@ -71,20 +74,29 @@ def focal_loss(
     gamma : float, default 2.0
         Focusing parameter :math:`\gamma \ge 0`.
     alpha : array_like of shape (C,), optional
-        Per-class weights :math:`\alpha_c`.
+        Per-class weights :math:`\alpha_c`; a sample whose class has weight 0
+        adds 0, even where its loss is infinite.
     axis : int, default -1
         The class axis.
     reduction : {"mean", "sum", "none"}, default "mean"
-        ``"mean"`` averages the per-sample losses, ``"sum"`` adds them,
-        ``"none"`` returns them.
+        ``"mean"`` averages the per-sample losses (not weight-normalised; NaN
+        for an empty batch), ``"sum"`` adds them, ``"none"`` returns them.
 
     Returns
     -------
     ndarray
         Scalar, or per-sample losses for ``"none"``.
+
+    Notes
+    -----
+    Computed from ``z - max(z)``, so it is invariant to a common offset of a
+    row. A ``-inf`` logit is a class of probability 0; at the target it makes
+    the loss ``+inf`` (with the finite gradient :math:`\alpha_y (p - e_y)`, see
+    :func:`focal_loss_grad`). A row with no finite maximum (all ``-inf``, a
+    ``+inf`` or a NaN entry) is NaN, as in PyTorch's softmax.
     """
     _, _, logp_y, one_minus_p, alpha_y, _, dtype = _focal_terms(logits, target, gamma, alpha, axis, reduction)
-    return reduce(-alpha_y * one_minus_p**gamma * logp_y, reduction, dtype)
+    return reduce(times_or_zero(alpha_y, one_minus_p**gamma * -logp_y), reduction, dtype)
 
 
 def focal_loss_grad(
@@ -98,6 +110,8 @@ def focal_loss_grad(
 ) -> NDArray:
     r"""Gradient of :func:`focal_loss` with respect to the logits.
 
+    Course: :prf:ref:`tg-thm-focal-grad`, equation :eq:`tg-focal-grad`, in :doc:`/book/part2/targets`.
+
     Using :math:`\partial p_y/\partial z = p_y (e_y - p)` and
     :math:`\partial \log p_y/\partial z = e_y - p`,
 
@@ -107,7 +121,9 @@ def focal_loss_grad(
             - \gamma\, p_y (1 - p_y)^{\gamma - 1} \log p_y\bigr]\,(p_n - e_{y}),
 
     the cross-entropy gradient :math:`p - e_y` times a per-example factor
-    that is small for easy examples (:math:`p_y \to 1`).
+    that is small for easy examples (:math:`p_y \to 1`). Both limits of the
+    bracket are finite: :math:`1` as :math:`p_y \to 0` (a target logit of
+    ``-inf``: :math:`p_y \log p_y \to 0`) and :math:`0` as :math:`p_y \to 1`.
 
     Parameters
     ----------
@@ -123,10 +139,13 @@ def focal_loss_grad(
         logits, target, gamma, alpha, axis, reduction
     )
     p_y = np.exp(logp_y)
+    # gamma p_y (1 - p_y)^(gamma - 1) log p_y, written with (log p_y)/(1 - p_y), which tends to -1
+    # as p_y -> 1, so that (1 - p_y)^(gamma - 1) cannot overflow for gamma < 1.
     with np.errstate(divide="ignore", invalid="ignore"):
-        second = gamma * p_y * one_minus_p ** (gamma - 1) * logp_y
-    second = np.where(one_minus_p > 0, second, 0.0)  # its limit as p_y -> 1 is 0
-    factor = alpha_y * (one_minus_p**gamma - second)
+        second = gamma * p_y * one_minus_p**gamma * (logp_y / one_minus_p)
+    # Its limit is 0 both as p_y -> 1 and as p_y -> 0 (p log p -> 0: the target's logit is -inf).
+    second = np.where((one_minus_p > 0) & (p_y > 0), second, 0.0)
+    factor = times_or_zero(alpha_y, one_minus_p**gamma - second)
     grad = factor[..., None] * (softmax(z, axis=-1) - onehot) * reduction_scale(reduction, factor.size)
     return np.moveaxis(grad, -1, ax).astype(dtype, copy=False)
 
@@ -149,6 +168,14 @@ def _sigmoid_focal_inputs(
     return z, sign, alpha_t, dtype
 
 
+def _sigmoid_power(x: NDArray, gamma: float) -> NDArray:
+    r""":math:`\sigma(x)^\gamma` as ``exp(gamma * log_sigmoid(x))`` (no early underflow); 1 for gamma = 0."""
+    if not gamma:
+        return np.ones_like(x)
+    with np.errstate(invalid="ignore"):  # a gamma that underflows in float32 meets log 0 = -inf
+        return np.where(x == -np.inf, 0.0, np.exp(gamma * log_sigmoid(x)))
+
+
 def sigmoid_focal_loss(
     logits: ArrayLike,
     target: ArrayLike,
@@ -158,6 +185,9 @@ def sigmoid_focal_loss(
     reduction: str = "mean",
 ) -> NDArray:
     r"""Binary (sigmoid) focal loss of Lin et al., as in ``torchvision.ops.sigmoid_focal_loss``.
+
+    Course: the sigmoid version of :prf:ref:`tg-def-focal`, equation :eq:`tg-focal`, in
+    :doc:`/book/part2/targets`.
 
     With :math:`p_t = \sigma(s z)` for the sign :math:`s = 2t - 1` of the
     target :math:`t \in \{0, 1\}`,
@@ -169,6 +199,9 @@ def sigmoid_focal_loss(
 
     with :math:`\alpha_t = \alpha` for positives and :math:`1 - \alpha` for
     negatives. The paper's defaults are :math:`\alpha = 0.25`, :math:`\gamma = 2`.
+    Elementwise, so infinite logits keep their limits: ``inf`` where
+    :math:`p_t = 0` (with a finite gradient), 0 where :math:`p_t = 1`; a
+    term of weight :math:`\alpha_t = 0` is 0.
 
     Parameters
     ----------
@@ -190,7 +223,8 @@ def sigmoid_focal_loss(
         Scalar, or per-element losses for ``"none"``.
     """
     z, sign, alpha_t, dtype = _sigmoid_focal_inputs(logits, target, gamma, alpha, reduction)
-    loss = alpha_t * np.exp(gamma * log_sigmoid(-sign * z)) * softplus(-sign * z)
+    u = sign * z
+    loss = times_or_zero(alpha_t, _sigmoid_power(-u, gamma) * softplus(-u))
     return reduce(loss, reduction, dtype)
 
 
@@ -203,6 +237,9 @@ def sigmoid_focal_loss_grad(
     reduction: str = "mean",
 ) -> NDArray:
     r"""Gradient of :func:`sigmoid_focal_loss` with respect to the logits.
+
+    Course: the gradient of the sigmoid version of :prf:ref:`tg-def-focal` in :doc:`/book/part2/targets`
+    (the chapter checks it numerically and states no closed form).
 
     .. math::
 
@@ -223,5 +260,8 @@ def sigmoid_focal_loss_grad(
     """
     z, sign, alpha_t, dtype = _sigmoid_focal_inputs(logits, target, gamma, alpha, reduction)
     u = sign * z
-    grad = -sign * alpha_t * sigmoid(-u) ** gamma * (gamma * sigmoid(u) * softplus(-u) + sigmoid(-u))
+    # sigma(u) softplus(-u) -> 0 as u -> -inf (e^u |u|): the limit where p_t = 0 exactly.
+    with np.errstate(invalid="ignore"):
+        first = np.where(sigmoid(u) == 0, 0.0, gamma * sigmoid(u) * softplus(-u))
+    grad = -sign * times_or_zero(alpha_t, _sigmoid_power(-u, gamma) * (first + sigmoid(-u)))
     return (grad * reduction_scale(reduction, z.size)).astype(dtype, copy=False)

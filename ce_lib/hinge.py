@@ -4,6 +4,13 @@ Chapter 5 of the course walks this module: :func:`hinge_loss` (the target must
 beat the best other class), :func:`lse_hinge_loss` (the inner max smoothed by
 log-sum-exp) and, with the outer max smoothed by softplus, cross-entropy.
 :func:`multi_margin_loss` is PyTorch's Weston-Watkins SVM loss.
+
+All three see only differences of logits, and compute them from ``z - max(z)``
+(row by row), so a common offset of the logits never costs accuracy. Non-finite
+logits, the same for every function here: a ``-inf`` competitor is absent (it
+adds nothing), a ``-inf`` target makes the loss ``+inf`` with a finite gradient,
+and a row with no finite maximum (all ``-inf``, a ``+inf`` or a NaN entry) has
+NaN loss and gradient.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from ._validation import (
     reduce,
     reduction_scale,
 )
-from .functional import logsumexp, softmax
+from .functional import logsumexp, shifted_rows, softmax, times_or_zero
 
 __all__ = [
     "hinge_loss",
@@ -46,6 +53,11 @@ def _class_inputs(
     y = check_class_target(target, z.shape[:-1], n_classes)
     onehot = np.arange(n_classes) == y[..., None]
     return z, y, onehot, ax, dtype
+
+
+def _nan_rows(g: NDArray, bad: NDArray) -> NDArray:
+    """``g`` (class axis last) with the rows marked in ``bad`` set to NaN."""
+    return np.where(bad[..., None], np.nan, g)
 
 
 def _target_logit(z: NDArray, y: NDArray) -> NDArray:
@@ -75,9 +87,12 @@ def _multi_margin_terms(
     z, y, onehot, ax, dtype = _class_inputs(logits, target, axis, reduction)
     w = check_class_weight(weight, z.shape[-1], z.dtype)
     w_y = np.ones(y.shape, dtype=z.dtype) if w is None else w[y]
-    hinge = np.maximum(margin - _target_logit(z, y)[..., None] + z, 0.0)
-    hinge[onehot] = 0.0  # the sum runs over i != y
-    return z, onehot, ax, dtype, hinge, w_y
+    z, bad = shifted_rows(z)
+    with np.errstate(invalid="ignore"):  # -inf - (-inf): a -inf competitor of a -inf target
+        hinge = np.maximum((z - _target_logit(z, y)[..., None]) + margin, 0.0)
+    # The sum runs over i != y; a competitor at -inf is absent and adds 0.
+    hinge[onehot | (z == -np.inf)] = 0.0
+    return z, onehot, ax, dtype, _nan_rows(hinge, bad), w_y
 
 
 def multi_margin_loss(
@@ -91,6 +106,8 @@ def multi_margin_loss(
     axis: int = -1,
 ) -> NDArray:
     r"""Multi-class hinge loss (the Weston-Watkins / CS231n SVM loss), as in PyTorch.
+
+    Course: equation :eq:`hs-svm` in :doc:`/book/part1/hinge_to_softmax`.
 
     .. math::
 
@@ -120,9 +137,18 @@ def multi_margin_loss(
     -------
     ndarray
         Scalar, or per-sample losses for ``"none"``.
+
+    Notes
+    -----
+    Where this differs from ``torch.nn.functional.multi_margin_loss`` on purpose
+    (see the module notes): a row with a NaN, a ``+inf``, or only ``-inf`` logits
+    is NaN (PyTorch: 0 or ``inf``; a NaN fails its comparisons); ``"mean"`` of
+    an empty batch is NaN, 0/0; a class of weight 0 adds 0 even where its hinge
+    is infinite (PyTorch: NaN). Logits of size ``1e15`` keep the accuracy of
+    their differences, which PyTorch's ``margin - z_y + z_i`` loses.
     """
     z, _, _, dtype, hinge, w_y = _multi_margin_terms(logits, target, p, margin, weight, reduction, axis)
-    per_sample = w_y * np.sum(hinge**p, axis=-1) / z.shape[-1]
+    per_sample = times_or_zero(w_y, np.sum(hinge**p, axis=-1)) / z.shape[-1]
     return reduce(per_sample, reduction, dtype)
 
 
@@ -137,6 +163,9 @@ def multi_margin_loss_grad(
     axis: int = -1,
 ) -> NDArray:
     r"""Gradient of :func:`multi_margin_loss` with respect to the logits.
+
+    Course: the gradient of equation :eq:`hs-svm` in :doc:`/book/part1/hinge_to_softmax` (the chapter
+    states the loss, not this gradient).
 
     With :math:`h_{ni} = \max(0, \Delta - z_{ny_n} + z_{ni})` for :math:`i \ne y_n`,
 
@@ -161,8 +190,9 @@ def multi_margin_loss_grad(
     """
     z, onehot, ax, dtype, hinge, w_y = _multi_margin_terms(logits, target, p, margin, weight, reduction, axis)
     active = hinge > 0
-    g = np.where(active, p * hinge ** (p - 1), 0.0) * (w_y / z.shape[-1])[..., None]
-    g = g - onehot * g.sum(axis=-1, keepdims=True)
+    g = times_or_zero(w_y[..., None], np.where(active, p * hinge ** (p - 1), 0.0)) / z.shape[-1]
+    g = np.where(onehot, -g.sum(axis=-1, keepdims=True), g)  # g is 0 at the target before this
+    g = _nan_rows(g, np.isnan(hinge).any(axis=-1))
     g = g * reduction_scale(reduction, w_y.size)
     return np.moveaxis(g, -1, ax).astype(dtype, copy=False)
 
@@ -182,13 +212,15 @@ def hinge_loss(
 ) -> NDArray:
     r"""The "hard" multi-class hinge: the target must beat the best other class.
 
+    Course: :prf:ref:`hs-def-hinge`, equation :eq:`hs-hinge`, in :doc:`/book/part1/hinge_to_softmax`.
+
     .. math::
 
         \ell_n = \max\Bigl(\max_{i \ne y_n} z_{ni} - z_{ny_n} + m,\; 0\Bigr).
 
     This is the objective that chapter 5 of the course smooths, first with
     log-sum-exp (:func:`lse_hinge_loss`) and then with softplus, to arrive
-    at :func:`cross_entropy`. With one class there is no competitor and the
+    at :func:`~ce_lib.categorical.cross_entropy`. With one class there is no competitor and the
     loss is 0.
 
     Parameters
@@ -212,7 +244,8 @@ def hinge_loss(
     """
     margin = _check_margin(margin)
     z, y, onehot, _, dtype = _class_inputs(logits, target, axis, reduction)
-    gap = np.max(_others(z, onehot), axis=-1) - _target_logit(z, y) + margin
+    z, _ = shifted_rows(z)
+    gap = (np.max(_others(z, onehot), axis=-1) - _target_logit(z, y)) + margin
     return reduce(np.maximum(gap, 0.0), reduction, dtype)
 
 
@@ -225,6 +258,8 @@ def hinge_loss_grad(
     axis: int = -1,
 ) -> NDArray:
     r"""Gradient of :func:`hinge_loss` with respect to the logits.
+
+    Course: equation :eq:`hs-hinge-grad` in :doc:`/book/part1/hinge_to_softmax`.
 
     Where the loss is positive, :math:`+1` at the strongest other class
     :math:`k = \arg\max_{i \ne y} z_i` and :math:`-1` at the target; zero
@@ -243,11 +278,11 @@ def hinge_loss_grad(
     """
     margin = _check_margin(margin)
     z, y, onehot, ax, dtype = _class_inputs(logits, target, axis, reduction)
-    others = _others(z, onehot)
-    active = (np.max(others, axis=-1) - _target_logit(z, y) + margin) > 0
-    k = np.argmax(others, axis=-1)
+    k = np.argmax(_others(z, onehot), axis=-1)  # before the shift, which can round two apart into a tie
+    z, bad = shifted_rows(z)
+    active = ((np.max(_others(z, onehot), axis=-1) - _target_logit(z, y)) + margin) > 0
     strongest = np.arange(z.shape[-1]) == k[..., None]
-    g = (strongest.astype(z.dtype) - onehot) * active[..., None]
+    g = _nan_rows((strongest.astype(z.dtype) - onehot) * active[..., None], bad)
     g = g * reduction_scale(reduction, y.size)
     return np.moveaxis(g, -1, ax).astype(dtype, copy=False)
 
@@ -262,12 +297,15 @@ def lse_hinge_loss(
 ) -> NDArray:
     r"""The hinge with its inner max smoothed by log-sum-exp.
 
+    Course: :prf:ref:`hs-def-lse-hinge`, equation :eq:`hs-lse-hinge`, in
+    :doc:`/book/part1/hinge_to_softmax`.
+
     .. math::
 
         \ell_n = \max\Bigl(\log \sum_{i \ne y_n} e^{z_{ni}} - z_{ny_n} + m,\; 0\Bigr).
 
     Replacing the outer :math:`\max(\cdot, 0)` by softplus (with :math:`m = 0`)
-    gives exactly :func:`cross_entropy`:
+    gives exactly :func:`~ce_lib.categorical.cross_entropy`:
     :math:`\operatorname{softplus}(\operatorname{LSE}_{i\ne y} z_i - z_y)
     = -\log \operatorname{softmax}(z)_y`.
 
@@ -292,7 +330,8 @@ def lse_hinge_loss(
     """
     margin = _check_margin(margin)
     z, y, onehot, _, dtype = _class_inputs(logits, target, axis, reduction)
-    gap = logsumexp(_others(z, onehot), axis=-1) - _target_logit(z, y) + margin
+    z, _ = shifted_rows(z)
+    gap = (logsumexp(_others(z, onehot), axis=-1) - _target_logit(z, y)) + margin
     return reduce(np.maximum(gap, 0.0), reduction, dtype)
 
 
@@ -305,6 +344,8 @@ def lse_hinge_loss_grad(
     axis: int = -1,
 ) -> NDArray:
     r"""Gradient of :func:`lse_hinge_loss` with respect to the logits.
+
+    Course: equation :eq:`hs-lse-hinge-grad` in :doc:`/book/part1/hinge_to_softmax`.
 
     Where the loss is positive, the gradient is the softmax over the *other*
     classes, :math:`e^{z_i} / \sum_{k \ne y} e^{z_k}` for :math:`i \ne y`, and
@@ -323,11 +364,11 @@ def lse_hinge_loss_grad(
     """
     margin = _check_margin(margin)
     z, y, onehot, ax, dtype = _class_inputs(logits, target, axis, reduction)
+    z, bad = shifted_rows(z)
     others = _others(z, onehot)
-    active = (logsumexp(others, axis=-1) - _target_logit(z, y) + margin) > 0
-    if z.shape[-1] > 1:
-        g = softmax(others, axis=-1) - onehot
-    else:  # no other class: the loss is identically 0
-        g = np.zeros_like(z)
-    g = g * active[..., None] * reduction_scale(reduction, y.size)
+    active = ((logsumexp(others, axis=-1) - _target_logit(z, y)) + margin) > 0
+    # Where the loss is 0 the gradient is 0, also where every other class is -inf (or there is
+    # none), whose softmax over the others does not exist.
+    g = np.where(active[..., None], softmax(others, axis=-1) - onehot, 0.0)
+    g = _nan_rows(g, bad) * reduction_scale(reduction, y.size)
     return np.moveaxis(g, -1, ax).astype(dtype, copy=False)

@@ -48,6 +48,8 @@ def _check_stacks(features: ArrayLike, weights: ArrayLike) -> tuple[NDArray, NDA
 def cosine_logits(features: ArrayLike, weights: ArrayLike) -> NDArray:
     r"""Cosines between every feature vector and every class weight vector.
 
+    Course: :prf:ref:`mg-def-cosine` in :doc:`/book/part2/margins`.
+
     .. math::  \cos\theta_{nc} = \frac{h_n^\top w_c}{\lVert h_n \rVert\, \lVert w_c \rVert}
 
     Parameters
@@ -74,6 +76,8 @@ def cosine_logits_grad(
     features: ArrayLike, weights: ArrayLike, upstream: ArrayLike
 ) -> tuple[NDArray, NDArray]:
     r"""Back-propagate a gradient through :func:`cosine_logits`.
+
+    Course: equation :eq:`mg-dcos` in :doc:`/book/part2/margins`.
 
     With :math:`u = h/\lVert h\rVert`, :math:`v = w/\lVert w\rVert` and
     :math:`G = \partial L/\partial \cos\theta` (shape ``(N, C)``),
@@ -126,8 +130,8 @@ def _margin_inputs(
         raise ValueError(f"s must be a positive scale; got {s!r}")
     if not np.isfinite(m):
         raise ValueError(f"m must be a finite margin; got {m!r}")
-    if np.any(np.abs(c) > 1 + 1e-6) or np.any(np.isnan(c)):
-        bad = c[~(np.abs(c) <= 1 + 1e-6)].flat[0]
+    if np.any(np.abs(c) > 1 + 1e-6):  # a NaN is not rejected: it makes its row NaN
+        bad = c[np.abs(c) > 1 + 1e-6].flat[0]
         raise ValueError(f"cosines must lie in [-1, 1]; found {float(bad)} (use cosine_logits)")
     if c.shape[ax] == 0:
         raise ValueError(f"cosines has an empty class axis (axis={axis}, shape {c.shape})")
@@ -148,6 +152,8 @@ def am_softmax_loss(
 ) -> NDArray:
     r"""Additive-margin softmax (AM-Softmax, CosFace) on cosine logits.
 
+    Course: :prf:ref:`mg-def-am`, equation :eq:`mg-am`, in :doc:`/book/part2/margins`.
+
     .. math::
 
         \ell_n = -\log \frac{e^{s(\cos\theta_{y} - m)}}
@@ -161,7 +167,8 @@ def am_softmax_loss(
     Parameters
     ----------
     cosines : array_like, shape (..., C, ...)
-        :math:`\cos\theta`, in :math:`[-1, 1]` (see :func:`cosine_logits`).
+        :math:`\cos\theta`, in :math:`[-1, 1]` (see :func:`cosine_logits`); a NaN
+        makes its row NaN.
     target : array_like of int
         Class indices, shape of ``cosines`` without the class axis.
     s : float, default 30.0
@@ -193,6 +200,8 @@ def am_softmax_loss_grad(
     reduction: str = "mean",
 ) -> NDArray:
     r"""Gradient of :func:`am_softmax_loss` with respect to the cosines.
+
+    Course: :prf:ref:`mg-thm-grad`, equation :eq:`mg-grad`, in :doc:`/book/part2/margins`.
 
     .. math::  \frac{\partial \ell}{\partial \cos\theta} = s\,(p - e_y),
                \qquad p = \operatorname{softmax}\bigl(s(\cos\theta - m e_y)\bigr).
@@ -280,6 +289,8 @@ def arcface_loss(
 ) -> NDArray:
     r"""Additive angular margin loss (ArcFace) on cosine logits.
 
+    Course: :prf:ref:`mg-def-arcface`, equation :eq:`mg-arcface`, in :doc:`/book/part2/margins`.
+
     .. math::
 
         \ell_n = -\log \frac{e^{s \cos(\theta_y + m)}}
@@ -296,7 +307,7 @@ def arcface_loss(
     Parameters
     ----------
     cosines : array_like, shape (..., C, ...)
-        :math:`\cos\theta`, in :math:`[-1, 1]`.
+        :math:`\cos\theta`, in :math:`[-1, 1]`; a NaN makes its row NaN.
     target : array_like of int
         Class indices, shape of ``cosines`` without the class axis.
     s : float, default 64.0
@@ -335,6 +346,9 @@ def arcface_loss_grad(
     reduction: str = "mean",
 ) -> NDArray:
     r"""Gradient of :func:`arcface_loss` with respect to the cosines.
+
+    Course: :prf:ref:`mg-thm-grad`, equation :eq:`mg-grad`, with :eq:`mg-arc-dphi`, in
+    :doc:`/book/part2/margins`.
 
     .. math::
 

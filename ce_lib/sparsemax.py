@@ -21,12 +21,16 @@ from ._validation import (
     reduce,
     reduction_scale,
 )
+from .functional import shifted_rows
 
 __all__ = ["sparsemax", "sparsemax_loss", "sparsemax_loss_grad"]
 
 
 def sparsemax(x: ArrayLike, axis: int = -1) -> NDArray:
     r"""Sparsemax: the Euclidean projection of ``x`` onto the probability simplex.
+
+    Course: equation :eq:`tg-sparsemax` and :prf:ref:`tg-thm-threshold`, equation :eq:`tg-threshold`, in
+    :doc:`/book/part2/targets`.
 
     .. math::
 
@@ -41,7 +45,7 @@ def sparsemax(x: ArrayLike, axis: int = -1) -> NDArray:
     Parameters
     ----------
     x : array_like
-        Logits (finite).
+        Logits. A ``-inf`` entry is outside the support (probability 0).
     axis : int, default -1
         The class axis.
 
@@ -50,18 +54,20 @@ def sparsemax(x: ArrayLike, axis: int = -1) -> NDArray:
     ndarray
         Same shape and floating dtype as ``x``; non-negative, sums to one along
         ``axis``, and exactly zero for every class whose logit is at least 1
-        below the largest.
+        below the largest. A slice with no finite maximum (all ``-inf``, or a
+        ``+inf`` or NaN entry) is NaN, as a softmax of it is in PyTorch.
     """
     a, dtype = as_float_array(x, "x")
     ax = normalize_axis(axis, a.ndim)
-    if not np.all(np.isfinite(a)):
-        raise ValueError("x must be finite for sparsemax (a -inf class is simply outside the support)")
-    z = np.moveaxis(a, ax, -1)
+    if a.shape[ax] == 0:
+        raise ValueError(f"x has an empty class axis (axis={axis}, shape {a.shape})")
+    z, bad = shifted_rows(np.moveaxis(a, ax, -1))  # max 0: shift invariant, and small sums
     tau, k = _threshold(z)
     p = np.maximum(z - tau, 0.0)
     # With one class in the support, tau = z_max - 1 and z_max - tau can round to
     # 1 - ulp; the exact answer is the one-hot vector of the arg max.
-    p = np.where(k == 1, z == z.max(axis=-1, keepdims=True), p)
+    p = np.where(k == 1, z == 0, p)
+    p = np.where(bad[..., None], np.nan, p)
     return np.moveaxis(p, -1, ax).astype(dtype, copy=False)
 
 
@@ -103,6 +109,9 @@ def sparsemax_loss(
 ) -> NDArray:
     r"""The sparsemax loss (a Fenchel-Young loss with the squared-norm regulariser).
 
+    Course: equation :eq:`tg-sparsemax-loss`, a Fenchel-Young loss (:prf:ref:`tg-def-fy`), in
+    :doc:`/book/part2/targets`.
+
     With :math:`p = \operatorname{sparsemax}(z)` and a target distribution
     :math:`q` (the one-hot :math:`\mathbf{e}_y` for a class index :math:`y`),
 
@@ -115,7 +124,11 @@ def sparsemax_loss(
     :math:`-z_y + \tfrac12 \sum_{j \in S(z)} (z_j^2 - \tau^2) + \tfrac12`.
     It is zero exactly when :math:`p = q`; for a class index that means
     :math:`z_y \ge z_j + 1` for every :math:`j \ne y`: a separation margin of 1,
-    like the hinge loss and unlike cross-entropy.
+    like the hinge loss and unlike cross-entropy. It is computed from
+    ``z - max(z)`` (the value does not change, as :math:`p` and :math:`q` both
+    sum to 1), so a common offset of the logits costs no accuracy. A ``-inf``
+    logit has :math:`p_j = 0` and adds 0 where :math:`q_j = 0`, ``+inf`` where
+    :math:`q_j > 0`; a row with no finite maximum is NaN (see :func:`sparsemax`).
 
     Parameters
     ----------
@@ -136,7 +149,10 @@ def sparsemax_loss(
         Scalar, or per-sample losses for ``"none"``.
     """
     z, y, p, _, dtype = _sparsemax_terms(logits, target, axis, reduction)
-    per_sample = np.sum(z * (p - y), axis=-1) - 0.5 * np.sum(p**2, axis=-1) + 0.5 * np.sum(y**2, axis=-1)
+    z, _ = shifted_rows(z)  # <z, p - q> does not change: p and q both sum to 1
+    with np.errstate(invalid="ignore"):  # a -inf class with p = q = 0 adds 0; with q > 0, +inf
+        inner = np.where(p == y, 0.0, z * (p - y))
+    per_sample = np.sum(inner, axis=-1) - 0.5 * np.sum(p**2, axis=-1) + 0.5 * np.sum(y**2, axis=-1)
     return reduce(per_sample, reduction, dtype)
 
 
@@ -144,6 +160,9 @@ def sparsemax_loss_grad(
     logits: ArrayLike, target: ArrayLike, *, axis: int = -1, reduction: str = "mean"
 ) -> NDArray:
     r"""Gradient of :func:`sparsemax_loss` with respect to the logits.
+
+    Course: part 3 of :prf:ref:`tg-thm-fy` with equation :eq:`tg-sparsemax-loss` in
+    :doc:`/book/part2/targets`.
 
     .. math::  \nabla_z \ell = \operatorname{sparsemax}(z) - q,
 

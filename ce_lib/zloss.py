@@ -6,7 +6,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from ._validation import as_float_array, check_reduction, normalize_axis, reduce, reduction_scale
-from .functional import logsumexp, softmax
+from .functional import logsumexp, shifted_rows, softmax
 
 __all__ = ["z_loss", "z_loss_grad"]
 
@@ -22,6 +22,8 @@ def _z_loss_inputs(logits: ArrayLike, axis: int, reduction: str) -> tuple[NDArra
 
 def z_loss(logits: ArrayLike, *, axis: int = -1, reduction: str = "mean") -> NDArray:
     r"""The z-loss: the squared log-partition function of the softmax.
+
+    Course: :prf:ref:`tg-prop-zloss` in :doc:`/book/part2/targets`.
 
     .. math::  \ell_n = \bigl(\operatorname{LSE}(z_n)\bigr)^2 = (\log Z_n)^2
 
@@ -43,14 +45,20 @@ def z_loss(logits: ArrayLike, *, axis: int = -1, reduction: str = "mean") -> NDA
     Returns
     -------
     ndarray
-        Scalar, or per-sample losses for ``"none"``.
+        Scalar, or per-sample losses for ``"none"``. A row with no finite
+        maximum (all ``-inf``, a ``+inf`` or a NaN entry) has no softmax and
+        gives NaN, as does its gradient. (PyTorch's ``logsumexp(z) ** 2`` gives
+        ``inf`` for the first two; NaN marks that the row is not a distribution.)
     """
     z, ax, dtype = _z_loss_inputs(logits, axis, reduction)
-    return reduce(logsumexp(z, axis=ax) ** 2, reduction, dtype)
+    _, bad = shifted_rows(np.moveaxis(z, ax, -1))  # no distribution: NaN
+    return reduce(np.where(bad, np.nan, logsumexp(z, axis=ax) ** 2), reduction, dtype)
 
 
 def z_loss_grad(logits: ArrayLike, *, axis: int = -1, reduction: str = "mean") -> NDArray:
     r"""Gradient of :func:`z_loss` with respect to the logits.
+
+    Course: :prf:ref:`tg-prop-zloss`, equation :eq:`tg-zloss-grad`, in :doc:`/book/part2/targets`.
 
     .. math::  \nabla_{z_n} \ell_n = 2 \operatorname{LSE}(z_n)\, \operatorname{softmax}(z_n)
 
@@ -66,5 +74,9 @@ def z_loss_grad(logits: ArrayLike, *, axis: int = -1, reduction: str = "mean") -
     """
     z, ax, dtype = _z_loss_inputs(logits, axis, reduction)
     lse = logsumexp(z, axis=ax, keepdims=True)
-    grad = 2.0 * lse * softmax(z, axis=ax) * reduction_scale(reduction, lse.size)
+    _, bad = shifted_rows(np.moveaxis(z, ax, -1))
+    with np.errstate(invalid="ignore"):  # inf * 0 in a row that is NaN anyway
+        grad = 2.0 * lse * softmax(z, axis=ax)
+    grad = np.moveaxis(np.where(bad[..., None], np.nan, np.moveaxis(grad, ax, -1)), -1, ax)
+    grad = grad * reduction_scale(reduction, lse.size)
     return grad.astype(dtype, copy=False)

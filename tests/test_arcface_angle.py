@@ -35,8 +35,20 @@ def _ref_target(c: float, m: float, easy: bool) -> tuple[mp.mpf, mp.mpf]:
         return mp.cos(theta + mm), mp.sin(theta + mm) / mp.sin(theta)
 
 
-ANGLES = [1e-7, 1e-6, 1e-4, 4e-4, 1e-2, 0.3, 1.0, np.pi / 2 - 1e-3, np.pi / 2 + 1e-3,
-          np.pi - M - 1e-3, np.pi - M + 1e-3, 3.0]
+ANGLES = [
+    1e-7,
+    1e-6,
+    1e-4,
+    4e-4,
+    1e-2,
+    0.3,
+    1.0,
+    np.pi / 2 - 1e-3,
+    np.pi / 2 + 1e-3,
+    np.pi - M - 1e-3,
+    np.pi - M + 1e-3,
+    3.0,
+]
 
 
 @pytest.mark.parametrize("easy", [False, True])
@@ -150,8 +162,10 @@ def test_m_zero_is_normface_for_both_options():
     cos = ce.cosine_logits(rng.normal(size=(50, 8)), rng.normal(size=(6, 8)))
     y = rng.integers(0, 6, size=50)
     for easy in (False, True):
-        err = ce.relative_error(ce.arcface_loss(cos, y, s=20.0, m=0.0, easy_margin=easy, reduction="none"),
-                                ce.cross_entropy(20.0 * cos, y, reduction="none"))
+        err = ce.relative_error(
+            ce.arcface_loss(cos, y, s=20.0, m=0.0, easy_margin=easy, reduction="none"),
+            ce.cross_entropy(20.0 * cos, y, reduction="none"),
+        )
         assert err < 1e-14
         g = ce.arcface_loss_grad(cos, y, s=20.0, m=0.0, easy_margin=easy)
         assert ce.relative_error(g, 20.0 * ce.cross_entropy_grad(20.0 * cos, y)) < 1e-14
