@@ -57,6 +57,8 @@ def fit_temperature(
 ) -> float:
     r"""The temperature that minimises the negative log-likelihood of held-out data.
 
+    Course: equation :eq:`tp-temp-scaling` in :doc:`/book/part2/temperature`.
+
     .. math::
 
         T^\star = \arg\min_{T > 0} \frac1N \sum_n -\log \operatorname{softmax}(z_n / T)_{y_n}.
@@ -122,7 +124,11 @@ def fit_temperature(
 
 @dataclass(frozen=True)
 class CalibrationBins:
-    """Per-bin statistics of a reliability diagram."""
+    """Per-bin statistics of a reliability diagram.
+
+    Course: the bins :math:`B_r` of equation :eq:`tp-ece` and :prf:ref:`tp-def-equal-mass` in
+    :doc:`/book/part2/temperature`; returned by :func:`calibration_bins`.
+    """
 
     edges: NDArray
     """Bin edges, ``n_bins + 1`` values from 0 to 1; bin ``r`` is ``(edges[r], edges[r+1]]``.
@@ -206,6 +212,9 @@ def calibration_bins(
 ) -> CalibrationBins:
     r"""Bin predictions by confidence, for a reliability diagram.
 
+    Course: the bins :math:`B_r` of equation :eq:`tp-ece` and :prf:ref:`tp-def-equal-mass` in
+    :doc:`/book/part2/temperature`.
+
     The confidence of an example is its largest predicted probability
     :math:`\hat p_n = \max_j p_{nj}`; its prediction is correct when that
     class is the label. With ``binning="equal_width"`` (the default), bin
@@ -274,6 +283,8 @@ def expected_calibration_error(
 ) -> float:
     r"""Expected calibration error: the count-weighted gap between accuracy and confidence.
 
+    Course: equation :eq:`tp-ece` in :doc:`/book/part2/temperature`.
+
     .. math::
 
         \mathrm{ECE} = \sum_{r=1}^{K} \frac{|B_r|}{N}\,
@@ -303,7 +314,11 @@ def expected_calibration_error(
 
 @dataclass(frozen=True)
 class ECEBootstrap:
-    """The result of :func:`ece_bootstrap`."""
+    """The result of :func:`ece_bootstrap`.
+
+    Course: :ref:`tp-sec-ece-precision` in :doc:`/book/part2/temperature`; returned by
+    :func:`ece_bootstrap`.
+    """
 
     estimate: float
     """ECE of the data as given (:func:`expected_calibration_error`)."""
@@ -329,6 +344,8 @@ def ece_bootstrap(
     axis: int = -1,
 ) -> ECEBootstrap:
     r"""Expected calibration error with a bootstrap percentile interval.
+
+    Course: :ref:`tp-sec-ece-precision` in :doc:`/book/part2/temperature`.
 
     The examples are resampled with replacement ``n_boot`` times; each
     resample's ECE is computed with the same rule as

@@ -21,6 +21,9 @@ def numerical_gradient(
 ) -> NDArray[np.float64]:
     r"""Centred finite-difference gradient of a scalar function.
 
+    Course: a checking tool, not a formula of the course; used in :doc:`/book/part1/softmax` to check
+    :eq:`sm-beta-derivative` and :eq:`sm-jacobian`, and in the later chapters.
+
     .. math::
 
         \frac{\partial f}{\partial x_i} \approx
@@ -63,6 +66,9 @@ def numerical_gradient(
 def relative_error(a: ArrayLike, b: ArrayLike) -> float:
     r"""Relative error between two arrays, as a single number.
 
+    Course: a checking tool, not a formula of the course; used in every chapter, first in
+    :doc:`/book/part1/softmax` to check :eq:`sm-jacobian`.
+
     .. math::
 
         \frac{\lVert a - b \rVert}{\max(\lVert a \rVert + \lVert b \rVert, 10^{-300})}
@@ -81,7 +87,11 @@ def relative_error(a: ArrayLike, b: ArrayLike) -> float:
 
 @dataclass(frozen=True)
 class GradcheckResult:
-    """The outcome of :func:`gradcheck`."""
+    """The outcome of :func:`gradcheck`.
+
+    Course: a checking tool, not a formula of the course; returned by :func:`gradcheck`, first used in
+    :doc:`/book/part1/softmax` to check :prf:ref:`sm-thm-grad-lse`.
+    """
 
     relative_error: float
     """:func:`relative_error` between the analytic and numerical gradients."""
@@ -114,6 +124,9 @@ def gradcheck(
     tolerance: float = 1e-6,
 ) -> GradcheckResult:
     """Compare an analytic gradient with :func:`numerical_gradient`.
+
+    Course: a checking tool, not a formula of the course; first used in :doc:`/book/part1/softmax` to
+    check :prf:ref:`sm-thm-grad-lse`, and in the later chapters.
 
     Parameters
     ----------
