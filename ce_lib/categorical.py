@@ -218,8 +218,12 @@ def cross_entropy_grad(
     :math:`[-\max w, \max w]` however small :math:`p` gets. Under ``"mean"`` it
     is divided by the same denominator as the loss. It is evaluated as
     :math:`(\sum_{k \ne c} q_{nk}) p_{nc} - q_{nc} \sum_{k \ne c} p_{nk}`, which has
-    no cancellation when :math:`p_{nc}` rounds to 1: accurate to a few rounding
-    units in every entry, with or without weights, smoothing or probability targets.
+    no cancellation when :math:`p_{nc}` rounds to 1. Each entry's error is a few
+    rounding units of the larger of its two terms (at most :math:`\max(q_{nc}, p_{nc})`
+    when :math:`\sum_k q_{nk} = 1`); for a one-hot target without smoothing every entry is
+    relatively accurate. Where :math:`p_{nc} \approx q_{nc}` (probability targets
+    or smoothing) the two terms nearly cancel, and the entry can be much smaller
+    than that error (PyTorch's too).
 
     Parameters
     ----------

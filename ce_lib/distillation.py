@@ -94,7 +94,9 @@ def distillation_loss(
     -----
     Invariant to a common offset of a row of either argument: each row's
     maximum is subtracted before the division by ``T``. A teacher class at
-    ``-inf`` (probability 0) adds 0, as in PyTorch's ``kl_div``; a student class
+    ``-inf`` (probability 0) adds 0 (as in PyTorch's ``kl_div`` with
+    ``log_target=False`` where the student's logit is finite; where the
+    student's is also ``-inf``, PyTorch gives NaN and ``ce_lib`` 0, the limit); a student class
     at ``-inf`` where the teacher's is finite makes the loss ``+inf`` (the
     gradient stays finite). A row with no finite maximum in either argument
     (all ``-inf``, a ``+inf`` or a NaN entry) is NaN.

@@ -123,7 +123,8 @@ def focal_loss_grad(
     the cross-entropy gradient :math:`p - e_y` times a per-example factor
     that is small for easy examples (:math:`p_y \to 1`). Both limits of the
     bracket are finite: :math:`1` as :math:`p_y \to 0` (a target logit of
-    ``-inf``: :math:`p_y \log p_y \to 0`) and :math:`0` as :math:`p_y \to 1`.
+    ``-inf``: :math:`p_y \log p_y \to 0`) and, for :math:`\gamma > 0`, :math:`0` as
+    :math:`p_y \to 1` (for :math:`\gamma = 0` the bracket is 1: cross-entropy).
 
     Parameters
     ----------

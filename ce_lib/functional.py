@@ -29,8 +29,9 @@ def shift_by_max(x: NDArray, axis: int) -> tuple[NDArray, NDArray]:
 
     The first step of every shift-invariant function in ``ce_lib`` (softmax,
     log-softmax, cross-entropy, ...): afterwards every finite entry is ``<= 0``,
-    so ``exp`` cannot overflow, and a constant added to the slice cancels here,
-    exactly, before any other arithmetic. A slice with no finite entry is
+    so ``exp`` cannot overflow, and a constant ``c`` added to the slice cancels
+    here, exactly, before any other arithmetic, when ``x + c`` is exact (e.g.
+    logits on a grid). A slice with no finite entry is
     shifted by 0, so that ``-inf - (-inf)`` never makes a NaN; ``+inf`` and NaN
     entries stay what they are.
     """
@@ -159,7 +160,8 @@ def logsumexp(x: ArrayLike, axis: int = -1, keepdims: bool = False) -> NDArray:
     Returns
     -------
     ndarray
-        ``max(x) < LSE(x) <= max(x) + log n``. An all ``-inf`` slice gives
+        ``max(x) <= LSE(x) <= max(x) + log n``, with equality on the left (in
+        exact arithmetic) only when one entry is finite. An all ``-inf`` slice gives
         ``-inf``, a slice containing ``+inf`` gives ``+inf``, NaN propagates,
         and an empty slice gives ``-inf`` (the log of an empty sum), all as in
         PyTorch. A 0-d ``x`` is one element: ``logsumexp(x) == x``.

@@ -8,9 +8,11 @@ log-sum-exp) and, with the outer max smoothed by softplus, cross-entropy.
 All three see only differences of logits, and compute them from ``z - max(z)``
 (row by row), so a common offset of the logits never costs accuracy. Non-finite
 logits, the same for every function here: a ``-inf`` competitor is absent (it
-adds nothing), a ``-inf`` target makes the loss ``+inf`` with a finite gradient,
-and a row with no finite maximum (all ``-inf``, a ``+inf`` or a NaN entry) has
-NaN loss and gradient.
+adds nothing), a ``-inf`` target makes the loss ``+inf`` (the gradient stays
+finite for :func:`hinge_loss`, :func:`lse_hinge_loss` and :func:`multi_margin_loss`
+with ``p=1``; with ``p=2`` it is ``-inf`` at the target and ``+inf`` at the other
+finite classes, as in PyTorch), and a row with no finite maximum (all ``-inf``,
+a ``+inf`` or a NaN entry) has NaN loss and gradient.
 """
 
 from __future__ import annotations
@@ -142,7 +144,9 @@ def multi_margin_loss(
     -----
     Where this differs from ``torch.nn.functional.multi_margin_loss`` on purpose
     (see the module notes): a row with a NaN, a ``+inf``, or only ``-inf`` logits
-    is NaN (PyTorch: 0 or ``inf``; a NaN fails its comparisons); ``"mean"`` of
+    is NaN (PyTorch: a NaN term fails its comparison and is dropped, so the row
+    gets the loss of its other terms, 0 for a NaN target; a ``+inf`` competitor
+    gives ``inf``; a ``+inf`` target or an all ``-inf`` row gives 0); ``"mean"`` of
     an empty batch is NaN, 0/0; a class of weight 0 adds 0 even where its hinge
     is infinite (PyTorch: NaN). Logits of size ``1e15`` keep the accuracy of
     their differences, which PyTorch's ``margin - z_y + z_i`` loses.

@@ -77,7 +77,9 @@ def cosine_logits_grad(
 ) -> tuple[NDArray, NDArray]:
     r"""Back-propagate a gradient through :func:`cosine_logits`.
 
-    Course: equation :eq:`mg-dcos` in :doc:`/book/part2/margins`.
+    Course: equation :eq:`mg-dcos` in :doc:`/book/part2/margins`, the gradient with respect to
+    the features; the chapter gives no equation for the weight gradient (the same formula with
+    the roles of :math:`h` and :math:`w_c` exchanged), and checks it only numerically.
 
     With :math:`u = h/\lVert h\rVert`, :math:`v = w/\lVert w\rVert` and
     :math:`G = \partial L/\partial \cos\theta` (shape ``(N, C)``),

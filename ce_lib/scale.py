@@ -313,7 +313,8 @@ def linear_cross_entropy(
     Each chunk takes the one-pass path of ``cross_entropy`` (row maximum
     subtracted first, then one exponential per logit), for logits of any scale
     or offset, with no second pass for any row. A NaN or ``+inf`` logit makes
-    its token's loss and gradient row NaN, as in PyTorch.
+    its token's loss and its row of :math:`\partial L/\partial h` NaN, and all of
+    :math:`\partial L/\partial W` and :math:`\partial L/\partial b` NaN, as in PyTorch.
     """
     return _linear_ce(h, W, target, bias, ignore_index, reduction, chunk_size, want_grad=False)[0]
 
@@ -330,8 +331,8 @@ def linear_cross_entropy_value_and_grad(
 ) -> tuple[NDArray, tuple[NDArray, NDArray, NDArray | None]]:
     r""":func:`linear_cross_entropy` and its gradients, chunk by chunk of tokens.
 
-    Course: equation :eq:`sc-linear-grads`, chunk by chunk as in :prf:ref:`sc-prop-defer`, in
-    :doc:`/book/part2/scale`.
+    Course: equation :eq:`sc-linear-grads`, chunk by chunk of tokens as in :ref:`sc-sec-linear`
+    (not the vocabulary chunking of :prf:ref:`sc-prop-defer`), in :doc:`/book/part2/scale`.
 
     With :math:`G = \partial L / \partial Z` (rows :math:`(p_n - e_{y_n})/N`
     under ``"mean"``), the gradients are

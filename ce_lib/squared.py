@@ -49,8 +49,10 @@ def mse_loss(pred: ArrayLike, target: ArrayLike, *, reduction: str = "mean") -> 
 def mse_loss_grad(pred: ArrayLike, target: ArrayLike, *, reduction: str = "mean") -> NDArray:
     r"""Gradient of :func:`mse_loss` with respect to ``pred``.
 
-    Course: :prf:ref:`mse-thm-grad-mse`, equation :eq:`mse-grad-mse`, and :prf:ref:`mse-thm-softmax-mse`,
-    equation :eq:`mse-softmax-grad`, in :doc:`/book/part1/mse_vs_ce`.
+    Course: the factor :math:`\partial \ell/\partial a = 2(a - y)` in the proof of
+    :prf:ref:`mse-thm-grad-mse` (and :math:`2(p - q)` in that of :prf:ref:`mse-thm-softmax-mse`),
+    in :doc:`/book/part1/mse_vs_ce`; the chapter multiplies it by :math:`\sigma'(z)`, or by the
+    softmax Jacobian, to get :eq:`mse-grad-mse` and :eq:`mse-softmax-grad`.
 
     .. math::  \frac{\partial \ell_n}{\partial a_n} = 2 (a_n - y_n)
 

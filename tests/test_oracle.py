@@ -1172,7 +1172,9 @@ _NAN_ROW = np.array([[np.nan, 0.0, 1.0]])
 _ALL_NEG_INF = np.array([[-INF, -INF, -INF]])
 _POS_INF = np.array([[0.0, INF, 1.0]])
 _NEG_INF_TARGET = np.array([[-INF, 0.0, 1.0]])
+_NEG_INF_TEACHER = np.array([[-INF, 2.0, 3.0]])  # -inf where _NEG_INF_TARGET has it
 _Y0 = np.array([0])
+_Y1 = np.array([1])
 _KDIM_S = np.arange(12.0).reshape(2, 3, 2) / 4
 _KDIM_T = _KDIM_S[:, ::-1].copy()  # the classes reversed
 
@@ -1188,10 +1190,17 @@ def _kl_batchmean(torch, s, t, temperature=2.0):
 
 # name -> (one-line reason, ce_lib's result, torch's result (a function of the torch module))
 DIFFERENCES_FROM_TORCH = {
-    "multi_margin_loss, NaN in the row": (
-        "NaN propagates to its row (policy 4); torch's comparisons drop it and give 0",
+    "multi_margin_loss, NaN target": (
+        "NaN propagates to its row (policy 4); torch's comparisons drop every NaN term "
+        "(here all of them) and give 0",
         lambda: ce.multi_margin_loss(_NAN_ROW, _Y0),
         lambda torch: torch.nn.functional.multi_margin_loss(torch.tensor(_NAN_ROW), torch.tensor(_Y0)),
+    ),
+    "multi_margin_loss, NaN competitor": (
+        "NaN propagates to its row (policy 4); torch's comparison drops the NaN term, and the row "
+        "gets the loss of its other terms",
+        lambda: ce.multi_margin_loss(_NAN_ROW, _Y1),
+        lambda torch: torch.nn.functional.multi_margin_loss(torch.tensor(_NAN_ROW), torch.tensor(_Y1)),
     ),
     "multi_margin_loss, all -inf row": (
         "no distribution: NaN (policy 2); torch gives 0",
@@ -1216,6 +1225,12 @@ DIFFERENCES_FROM_TORCH = {
         "no distribution: NaN (policy 2); torch's logsumexp(z) ** 2 is inf",
         lambda: ce.z_loss(_ALL_NEG_INF),
         lambda torch: torch.logsumexp(torch.tensor(_ALL_NEG_INF), 1).pow(2).mean(),
+    ),
+    "distillation_loss, teacher and student at -inf": (
+        "a teacher class at -inf adds 0 also where the student's logit is -inf (the limit); "
+        "torch's kl_div: 0 * inf = NaN",
+        lambda: ce.distillation_loss(_NEG_INF_TARGET, _NEG_INF_TEACHER, temperature=2.0),
+        lambda torch: _kl_batchmean(torch, _NEG_INF_TARGET, _NEG_INF_TEACHER),
     ),
     "distillation_loss, 3-D input, mean": (
         "'mean' averages over every sample position; torch's batchmean divides by the first axis only",
