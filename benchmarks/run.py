@@ -194,7 +194,7 @@ LOGIT_KINDS = {
     "z-loss: log Z ~ 0": zloss_like,
     "small: 0.01 z": lambda z, y, rng: 0.01 * z,
     "shifted: z - 50": lambda z, y, rng: z - 50.0,
-    "huge loss: z_y - 1000": huge_loss,
+    "huge loss: z_y - 1000 (f32: - 100)": huge_loss,
 }
 
 

@@ -22,6 +22,8 @@ Oracle rules
 
 ``CE_DIFF_EXAMPLES`` (environment) overrides the number of examples per test,
 for a long local run; the committed default keeps this file under a minute.
+
+"API rule N" is rule N of the edge cases listed at the top of book/api.md.
 """
 
 from __future__ import annotations
@@ -51,16 +53,16 @@ DTYPES = [np.float32, np.float64]
 # Where ce_lib deliberately differs from torch (docstrings say so), with the reason.
 DELIBERATE_DIFFERENCES = {
     "ce_grad_zero_total_weight": "mean over zero total class weight: the gradient is 0, "
-    "not torch's NaN (policy 1)",
+    "not torch's NaN (API rule 1)",
     "ce_zero_coefficient_at_minus_inf": "a class whose coefficient q_c (target probability x weight) is 0 "
-    "contributes 0 at a -inf logit (0 log 0 = 0), not torch's NaN (policy 2)",
+    "contributes 0 at a -inf logit (0 log 0 = 0), not torch's NaN (API rule 2)",
     "ce_ignored_row_without_softmax": "an ignored target's row has gradient 0 even if its logits "
     "have no softmax (+inf, NaN, all -inf); torch: NaN from 0 * NaN in its backward "
-    "(policy 1: ignored rows are absent)",
+    "(API rule 1: ignored rows are absent)",
     "mse_no_broadcast": "mse_loss requires equal shapes (a clear ValueError) where torch broadcasts "
     "with a warning",
     "bce_logits_limits_at_inf": "binary_cross_entropy_with_logits at z = +-inf is the limit (0 or +inf), "
-    "not torch's NaN from 0 * inf (policy 2)",
+    "not torch's NaN from 0 * inf (API rule 2)",
     "ce_negative_label_smoothing": "label_smoothing < 0 is a ValueError; torch accepts it (only > 1 raises)",
 }
 
@@ -579,7 +581,7 @@ def ld_cross_entropy(z, target, axis, opts):
         reduction = opts.get("reduction", "mean")
         if reduction == "mean":
             value = per.sum() / denominator if denominator else np.nan  # a mean over zero terms
-            scale = 1 / denominator if denominator else 0  # and then gradient 0 (policy 1)
+            scale = 1 / denominator if denominator else 0  # and then gradient 0 (API rule 1)
             grad, grad_scale = grad * scale, grad_scale * scale
         else:
             value = per.sum() if reduction == "sum" else per
@@ -757,7 +759,7 @@ def _entry_points(z, target, **opts):
     ],
 )
 def test_mean_over_zero_terms_is_nan_with_zero_gradient(target, opts):
-    """Cause: the mean over zero terms gave a NaN gradient (0/0) in the reference path (policy 1)."""
+    """Cause: the mean over zero terms gave a NaN gradient (0/0) in the reference path (API rule 1)."""
     z = np.array([[0.5, -1.0, 2.0], [1.0, 1.0, -np.inf]])
     value, grad = _entry_points(z, target, **opts)
     assert np.isnan(value)

@@ -8,11 +8,13 @@ Each test here reproduces a finding of issue 13 that failed on the previous fast
 * rows with ``log Z < 0`` (a z-loss, small or shifted logits) or with ``Z = inf`` were redone
   in a second pass, silently (the number of passes is observed by wrapping ``_ce_rows``);
 * NaN or ``+inf`` logits, every target ignored, or an empty batch sent the whole call to
-  the reference formulas instead of giving the policy's answer directly.
+  the reference formulas instead of giving the answer of the API rules directly.
 
 The truth is mpmath at 50 digits. Logits are drawn on a binary grid so that every
 difference ``z_c - z_k`` and every offset ``z + c`` is exact: then the only rounding is
 the path's own, and adding a constant to a row must not change the result.
+
+"API rule N" is rule N of the edge cases listed at the top of book/api.md.
 """
 
 from __future__ import annotations
@@ -169,7 +171,7 @@ def test_linear_cross_entropy_takes_one_pass_per_chunk(monkeypatch, dtype):
 # -- non-finite logits, zero terms, empty batches -------------------------------
 
 
-def test_non_finite_logits_follow_the_policy_row_by_row():
+def test_non_finite_logits_follow_the_api_rules_row_by_row():
     # Finding 3: any NaN or +inf sent the whole call to the reference. Policy: a NaN or +inf
     # logit makes its row NaN (as torch); a row of -inf only: NaN; a masked class has p = 0; a
     # target at -inf has loss +inf and the finite gradient p - e_y; the other rows are unaffected.
@@ -195,7 +197,7 @@ def test_non_finite_logits_follow_the_policy_row_by_row():
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_mean_over_zero_terms_and_empty_batches(dtype):
-    # Finding 4 / policy 1: value NaN for "mean" (0/0), 0 for "sum", zero or empty gradient;
+    # Finding 4 / API rule 1: value NaN for "mean" (0/0), 0 for "sum", zero or empty gradient;
     # the previous fast path handed these to the reference.
     z = np.arange(12, dtype=dtype).reshape(4, 3)
     for y in (np.full(4, -100), np.full(4, 7)):
@@ -224,7 +226,7 @@ def test_linear_and_parallel_mean_over_zero_terms():
     assert np.isnan(result.loss) and not any(g.any() for g in result.grad_shards)
 
 
-def test_parallel_non_finite_logits_follow_the_policy():
+def test_parallel_non_finite_logits_follow_the_api_rules():
     # Policies 2-4 in parallel.py: the previous version raised ValueError for NaN, +inf, all -inf.
     z = np.array([[0.5, 1.0, 2.0, 0.0], [0.0, np.nan, 1.0, 1.0], [0.0, 1.0, np.inf, 1.0], [-np.inf] * 4])
     z = np.vstack([z, [[-np.inf, 1.0, 2.0, 0.5]]])
@@ -268,7 +270,7 @@ def test_matches_mpmath_and_is_shift_invariant(dtype, seed, n, c, spread, mask, 
     loss, grad = fast(z, y, reduction="none")
     loss_s, grad_s = fast(shifted, y, reduction="none")
     exact_loss, exact_grad = exact_rows(z, y)
-    all_masked = np.isneginf(z).all(axis=1)  # no distribution: NaN (policy 2)
+    all_masked = np.isneginf(z).all(axis=1)  # no distribution: NaN (API rule 2)
     for lo, gr in ((loss, grad), (loss_s, grad_s)):
         assert_close_to_exact(lo, exact_loss, dtype, ulps=8)
         assert_close_to_exact(gr, exact_grad, dtype, ulps=8)

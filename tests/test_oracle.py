@@ -26,6 +26,8 @@ finite (all ``-inf``, a ``+inf`` or a NaN entry) has NaN value and gradient;
 ``test_oracle_*_torch`` additionally compare with ``torch.nn.functional`` where
 a twin exists (``multi_margin_loss``; distillation as ``kl_div`` of softened
 outputs); ``DIFFERENCES_FROM_TORCH`` lists, and checks, where ce_lib deliberately differs.
+
+"API rule N" is rule N of the edge cases listed at the top of book/api.md.
 """
 
 from __future__ import annotations
@@ -144,7 +146,7 @@ def mp_rows(z: np.ndarray) -> list[list[mp.mpf]]:
 
 
 def is_bad_row(row: list[mp.mpf]) -> bool:
-    """No distribution: every entry -inf, or a +inf or NaN entry (policies 2-4)."""
+    """No distribution: every entry -inf, or a +inf or NaN entry (API rules 2-4)."""
     return all(v == NEG_INF for v in row) or any(mp.isnan(v) or v == mp.inf for v in row)
 
 
@@ -1191,24 +1193,24 @@ def _kl_batchmean(torch, s, t, temperature=2.0):
 # name -> (one-line reason, ce_lib's result, torch's result (a function of the torch module))
 DIFFERENCES_FROM_TORCH = {
     "multi_margin_loss, NaN target": (
-        "NaN propagates to its row (policy 4); torch's comparisons drop every NaN term "
+        "NaN propagates to its row (API rule 4); torch's comparisons drop every NaN term "
         "(here all of them) and give 0",
         lambda: ce.multi_margin_loss(_NAN_ROW, _Y0),
         lambda torch: torch.nn.functional.multi_margin_loss(torch.tensor(_NAN_ROW), torch.tensor(_Y0)),
     ),
     "multi_margin_loss, NaN competitor": (
-        "NaN propagates to its row (policy 4); torch's comparison drops the NaN term, and the row "
+        "NaN propagates to its row (API rule 4); torch's comparison drops the NaN term, and the row "
         "gets the loss of its other terms",
         lambda: ce.multi_margin_loss(_NAN_ROW, _Y1),
         lambda torch: torch.nn.functional.multi_margin_loss(torch.tensor(_NAN_ROW), torch.tensor(_Y1)),
     ),
     "multi_margin_loss, all -inf row": (
-        "no distribution: NaN (policy 2); torch gives 0",
+        "no distribution: NaN (API rule 2); torch gives 0",
         lambda: ce.multi_margin_loss(_ALL_NEG_INF, _Y0),
         lambda torch: torch.nn.functional.multi_margin_loss(torch.tensor(_ALL_NEG_INF), torch.tensor(_Y0)),
     ),
     "multi_margin_loss, +inf in the row": (
-        "a +inf logit makes its row NaN, as in every row function of ce_lib (policy 3); torch: inf",
+        "a +inf logit makes its row NaN, as in every row function of ce_lib (API rule 3); torch: inf",
         lambda: ce.multi_margin_loss(_POS_INF, _Y0),
         lambda torch: torch.nn.functional.multi_margin_loss(torch.tensor(_POS_INF), torch.tensor(_Y0)),
     ),
@@ -1222,7 +1224,7 @@ DIFFERENCES_FROM_TORCH = {
         ),
     ),
     "z_loss, all -inf row": (
-        "no distribution: NaN (policy 2); torch's logsumexp(z) ** 2 is inf",
+        "no distribution: NaN (API rule 2); torch's logsumexp(z) ** 2 is inf",
         lambda: ce.z_loss(_ALL_NEG_INF),
         lambda torch: torch.logsumexp(torch.tensor(_ALL_NEG_INF), 1).pow(2).mean(),
     ),
@@ -1253,7 +1255,7 @@ def test_documented_differences_from_torch(name):
 @pytest.mark.parametrize("fn", ["am_softmax_loss", "arcface_loss"])
 @pytest.mark.parametrize("target", [0, 1])
 def test_nan_cosine_makes_its_row_nan(fn, target):
-    """A NaN propagates to its row (policy 4); it used to raise "cosines must lie in [-1, 1]"."""
+    """A NaN propagates to its row (API rule 4); it used to raise "cosines must lie in [-1, 1]"."""
     c, y = np.array([[0.5, np.nan, 0.1], [0.2, 0.3, 0.9]]), np.array([target, 2])
     loss = getattr(ce, fn)(c, y, reduction="none")
     grad = getattr(ce, fn + "_grad")(c, y, reduction="sum")
