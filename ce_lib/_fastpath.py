@@ -38,7 +38,7 @@ from ._validation import REDUCTIONS, as_float_array, check_class_target, normali
 # tests/test_scale.py check this path against mpmath and the reference.
 
 # Rows are processed in blocks of about this many bytes, so that a block is
-# still in the (per-core) L2 cache for the passes after the first read.
+# still in cache (L2, or a shared L3) for the passes after the first read.
 _BLOCK_BYTES = 1 << 20
 
 
