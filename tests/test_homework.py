@@ -21,8 +21,8 @@ import nbformat
 import numpy as np
 import pytest
 
-from ce_lib.homework import grader
-from ce_lib.homework.notebook import (
+from ce_grader import grader
+from ce_grader.notebook import (
     AssignmentError,
     SubmissionError,
     load_assignment,
@@ -31,9 +31,9 @@ from ce_lib.homework.notebook import (
     solution_lines,
     strip_solutions,
 )
-from ce_lib.homework.sandbox import Limits, namespaces_available
-from ce_lib.homework.selfcheck import _stated_points, execute_source
-from ce_lib.homework.spec import check, compare_values, recording
+from ce_grader.sandbox import Limits, namespaces_available
+from ce_grader.selfcheck import _stated_points, execute_source
+from ce_grader.spec import check, compare_values, recording
 
 ROOT = Path(__file__).resolve().parents[1]
 HOMEWORK = ROOT / "homework"
@@ -101,7 +101,7 @@ def fixture_cells(fixture: str, **subst: str) -> dict[str, str]:
 
 def cli(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "ce_lib.homework", *args],
+        [sys.executable, "-m", "ce_grader", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -506,7 +506,7 @@ def test_check_records_in_grader_and_runs_in_notebooks():
 
 def test_import_ce_lib_stays_numpy_only():
     code = (
-        "import sys, ce_lib; print(sorted(m for m in sys.modules if m.startswith('ce_lib.homework')"
+        "import sys, ce_lib; print(sorted(m for m in sys.modules if m.startswith('ce_grader')"
         " or m.split('.')[0] in ('nbformat', 'jupytext', 'nbclient')))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -563,7 +563,7 @@ homework:
   points: 1
 NEEDS
 ---
-from ce_lib.homework import check
+from ce_grader import check
 check("double(x)", x=np.arange(4), name="doubles")
 check("double(1.5)", expect=3.0)
 ```

@@ -9,7 +9,7 @@ For every question the grader
    for a softmax): 0 points;
 3. runs the assignment's ``setup`` cells (from the source, not from the
    submission), those answer cells and one probe per hidden check in a fresh
-   :mod:`sandbox <ce_lib.homework.sandbox>` process;
+   :mod:`sandbox <ce_grader.sandbox>` process;
 4. compares the raw values that come back with the values the instructor's
    solution produced for the same probes, here, in the grader's process.
 
@@ -93,7 +93,7 @@ class GradeReport:
         return "error" if self.error else "graded"
 
     def table(self) -> str:
-        """The report as printed by ``python -m ce_lib.homework grade``."""
+        """The report as printed by ``python -m ce_grader grade``."""
         rows = [("Question", "Earned", "Possible", "Reason")]
         rows += [(q.id, _num(q.earned), _num(q.possible), q.reason) for q in self.questions]
         widths = [max(len(r[i]) for r in rows) for i in range(3)]

@@ -3,7 +3,7 @@
 CPython 3.11 before 3.11.8 tracks the AST constructor's recursion depth per
 interpreter, not per thread, so two grading threads parsing at once can fail
 with "SystemError: AST constructor recursion depth mismatch" (CPython
-gh-106905). Every parse in ``ce_lib.homework`` goes through :func:`parse`.
+gh-106905). Every parse in ``ce_grader`` goes through :func:`parse`.
 """
 
 from __future__ import annotations

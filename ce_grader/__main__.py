@@ -1,4 +1,4 @@
-"""Command line: ``python -m ce_lib.homework {release,grade,check} ...``."""
+"""Command line: ``python -m ce_grader {release,grade,check} ...``."""
 
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ def _add_limits(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m ce_lib.homework",
+        prog="python -m ce_grader",
         description="Release homework notebooks without their solutions, and grade submissions.",
     )
     sub = parser.add_subparsers(dest="command", required=True)

@@ -14,7 +14,7 @@ read with jupytext). Code cells play roles given by their tags:
     Visible tests: plain asserts that students may run. Kept in the release,
     never used for the score.
 ``hidden-tests``
-    Calls of :func:`ce_lib.homework.check`. Their metadata declares the
+    Calls of :func:`ce_grader.check`. Their metadata declares the
     question, its ``points``, and optionally ``forbid`` (reference functions
     the answer must not use) and ``needs`` (other questions whose answer cells
     must run first). Removed from the release.
