@@ -127,6 +127,7 @@ def test_safe_text_never_raises_for_bytes_or_objects():
 
     assert safe_text(b"caf\xc3\xa9 \xff\x1b") == "café \ufffd?"
     assert safe_text(Hostile()) == "<unprintable>"
+
     class Disguised:
         def __str__(self) -> str:
             return Sneaky("inner\x1b[2J")
