@@ -1,30 +1,26 @@
-"""Command line: ``python -m ce_grader {release,grade,check} ...``."""
+"""Command line: ``python -m ce_grader {release,grade,check} ...``.
+
+The grader restarts itself in Python's isolated mode (``-I``: nothing from
+the working directory, the user's site-packages or ``PYTHON*`` variables),
+imports everything it will need, and only then reads submissions.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
-
-from .sandbox import Limits
 
 EXIT_OK = 0
 EXIT_SUBMISSION = 2
 EXIT_ASSIGNMENT = 3
+EXIT_NO_JAIL = 4
 
 
-def _limits(args: argparse.Namespace) -> Limits:
-    return Limits(
-        cell_seconds=args.cell_timeout,
-        notebook_seconds=args.timeout,
-        memory_mb=args.memory,
-        isolate=args.isolate,
-    )
-
-
-def _add_limits(p: argparse.ArgumentParser) -> None:
-    d = Limits()
+def _add_limits(p: argparse.ArgumentParser, defaults) -> None:
+    d = defaults
     p.add_argument(
         "--cell-timeout",
         type=float,
@@ -44,23 +40,37 @@ def _add_limits(p: argparse.ArgumentParser) -> None:
         type=int,
         default=d.memory_mb,
         metavar="MB",
-        help=f"memory limit of the student's process (default {d.memory_mb})",
+        help=f"memory of each run of a submission's code (default {d.memory_mb})",
     )
     p.add_argument(
-        "--isolate",
-        choices=["auto", "namespaces", "none"],
-        default=d.isolate,
-        help="run in PID and network namespaces: if available (auto), always, or never",
+        "--disk",
+        type=int,
+        default=d.disk_mb,
+        metavar="MB",
+        help=f"scratch disk of each run of a submission's code (default {d.disk_mb})",
     )
     p.add_argument(
-        "--jobs", type=int, default=1, metavar="N", help="questions graded in parallel (default 1)"
+        "--jobs",
+        type=int,
+        default=1,
+        metavar="N",
+        help="submissions graded in parallel in a folder, questions otherwise (default 1)",
+    )
+    p.add_argument(
+        "--unsafe-no-jail",
+        action="store_true",
+        help="run student code without the bubblewrap jail, as you, with your files in reach "
+        "(only where no jail can be built, and only for code you trust)",
     )
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .sandbox import Limits
+
+    d = Limits()
     parser = argparse.ArgumentParser(
         prog="python -m ce_grader",
-        description="Release homework notebooks without their solutions, and grade submissions.",
+        description="Release homework notebooks without their solutions, and grade submissions in a jail.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("release", help="write the student notebook")
@@ -74,26 +84,48 @@ def build_parser() -> argparse.ArgumentParser:
         "--csv",
         type=Path,
         metavar="FILE",
-        help="folder mode: the gradebook (default FOLDER/gradebook-<assignment>.csv)",
+        help="folder mode: the gradebook (default ./gradebook-<assignment>.csv)",
     )
-    _add_limits(p)
+    p.add_argument(
+        "--feedback",
+        type=Path,
+        metavar="DIR",
+        help="write one feedback file per submission into DIR (created if missing)",
+    )
+    _add_limits(p, d)
     p = sub.add_parser("check", help="verify an assignment: release is clean, solution gets full marks")
     p.add_argument("source", type=Path, help="assignment source with solutions and hidden tests")
     p.add_argument(
         "--execute", action="store_true", help="also run the source in a Jupyter kernel (nbclient)"
     )
-    _add_limits(p)
+    _add_limits(p, d)
     return parser
+
+
+def _limits(args: argparse.Namespace, jail: bool):
+    from .sandbox import Limits
+
+    return Limits(
+        cell_seconds=args.cell_timeout,
+        notebook_seconds=args.timeout,
+        memory_mb=args.memory,
+        disk_mb=args.disk,
+        jail=jail,
+    )
+
+
+def _preload() -> None:
+    """Import, before any submission is read, every module grading will use."""
+    import jupytext  # noqa: F401
+    import nbformat  # noqa: F401
+
+    import ce_lib  # noqa: F401
+
+    from . import grader, jail, jail_library, sandbox, selfcheck, static  # noqa: F401
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if getattr(args, "isolate", None) == "namespaces":
-        from .sandbox import namespaces_available
-
-        if not namespaces_available():
-            print("error: --isolate namespaces: unshare cannot create namespaces here", file=sys.stderr)
-            return EXIT_SUBMISSION
     from .notebook import AssignmentError, SubmissionError
 
     try:
@@ -102,9 +134,23 @@ def main(argv: list[str] | None = None) -> int:
 
             print(f"wrote {release(args.source, args.out)}")
             return EXIT_OK
+        _preload()
+        from .jail import jail_problem
+
+        problem = None if args.unsafe_no_jail else jail_problem()
         if args.command == "check":
-            return _check(args)
-        return _grade(args)
+            if problem:  # check runs the instructor's own solution and the blank release only
+                print(f"note: no jail here, the checks run unjailed: {problem}", file=sys.stderr)
+            return _check(args, _limits(args, jail=problem is None and not args.unsafe_no_jail))
+        if problem:
+            print(f"error: refusing to grade: {problem}", file=sys.stderr)
+            return EXIT_NO_JAIL
+        if args.unsafe_no_jail:
+            print(
+                "warning: --unsafe-no-jail: student code runs as you, with your files in reach",
+                file=sys.stderr,
+            )
+        return _grade(args, _limits(args, jail=not args.unsafe_no_jail))
     except AssignmentError as exc:
         print(f"error in the assignment: {exc}", file=sys.stderr)
         return EXIT_ASSIGNMENT
@@ -113,41 +159,84 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_SUBMISSION
 
 
-def _grade(args: argparse.Namespace) -> int:
+def _grade(args: argparse.Namespace, limits) -> int:
+    from .collect import CollectError
     from .grader import compute_reference, grade_folder, grade_submission, write_gradebook
-    from .notebook import SubmissionError, load_assignment
+    from .notebook import load_assignment
+    from .output import OutputError, atomic_write, check_writable_target, safe_text
 
-    limits = _limits(args)
     assignment = load_assignment(args.source)
-    if not args.submission.exists():
-        raise SubmissionError(f"submission not found: {args.submission}")
+    folder = args.submission.is_dir() and not args.submission.is_symlink()
+    csv_path = args.csv or Path(f"gradebook-{assignment.name}.csv")
+    try:  # refuse a planted link or special file now, not after an hour of grading
+        if folder:
+            check_writable_target(csv_path, "gradebook")
+        if args.json:
+            check_writable_target(args.json, "JSON report")
+        if args.feedback:
+            args.feedback.mkdir(parents=True, exist_ok=True)
+            if args.feedback.is_symlink() or not args.feedback.is_dir():
+                raise OutputError(f"the feedback folder {args.feedback} is a link or not a folder")
+    except (OutputError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_SUBMISSION
     reference = compute_reference(assignment, limits, args.jobs)
-    if args.submission.is_dir():
+    if folder:
 
-        def show(r):
-            tail = f"  ({r.error})" if r.error else ""
+        def show(r) -> None:
+            tail = f"  ({safe_text(r.error, 200)})" if r.error else ""
             print(f"{r.submission}: {r.score:g}/{r.max_score:g}{tail}", flush=True)
 
-        reports = grade_folder(
-            assignment, args.submission, reference=reference, limits=limits, jobs=args.jobs, progress=show
-        )
-        csv_path = args.csv or args.submission / f"gradebook-{assignment.name}.csv"
-        write_gradebook(reports, assignment, csv_path)
+        try:
+            reports = grade_folder(
+                assignment, args.submission, reference=reference, limits=limits, jobs=args.jobs, progress=show
+            )
+        except CollectError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_SUBMISSION
+        try:
+            write_gradebook(reports, assignment, csv_path)
+        except OutputError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_SUBMISSION
         print(f"{len(reports)} submissions graded; gradebook: {csv_path}")
+    else:
+        reports = [
+            grade_submission(assignment, args.submission, reference=reference, limits=limits, jobs=args.jobs)
+        ]
+        print(reports[0].table())
+        if reports[0].error:
+            print(f"error: {safe_text(reports[0].error, 300)}", file=sys.stderr)
+    try:
         if args.json:
-            args.json.write_text(json.dumps([r.to_dict() for r in reports], indent=2), encoding="utf-8")
-        return EXIT_OK
-    report = grade_submission(assignment, args.submission, reference=reference, limits=limits, jobs=args.jobs)
-    print(report.table())
-    if args.json:
-        args.json.write_text(json.dumps(report.to_dict(), indent=2), encoding="utf-8")
-    return EXIT_OK
+            data = [r.to_dict() for r in reports] if folder else reports[0].to_dict()
+            atomic_write(args.json, json.dumps(data, indent=2).encode("utf-8"), what="JSON report")
+        if args.feedback:
+            _write_feedback(reports, args.feedback)
+    except OutputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_SUBMISSION
+    return EXIT_SUBMISSION if not folder and reports[0].error else EXIT_OK
 
 
-def _check(args: argparse.Namespace) -> int:
+def _write_feedback(reports, folder: Path) -> None:
+    """One text file per submission; names made from the submission's, unique and harmless."""
+    import hashlib
+    import re
+
+    from .output import atomic_write
+
+    for r in reports:
+        stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", r.submission)[:80].strip("._") or "submission"
+        tag = hashlib.sha256(r.submission.encode("utf-8", "replace")).hexdigest()[:8]
+        atomic_write(folder / f"{stem}-{tag}.txt", r.feedback_text().encode("utf-8"), what="feedback file")
+    print(f"{len(reports)} feedback files in {folder}")
+
+
+def _check(args: argparse.Namespace, limits) -> int:
     from .selfcheck import execute_source, self_check
 
-    done, problems = self_check(args.source, _limits(args), args.jobs)
+    done, problems = self_check(args.source, limits, args.jobs)
     if args.execute:
         execute_source(args.source, timeout=int(args.cell_timeout) * 6)
         done.append("the source runs top to bottom in a Jupyter kernel")
@@ -158,5 +247,12 @@ def _check(args: argparse.Namespace) -> int:
     return EXIT_ASSIGNMENT if problems else EXIT_OK
 
 
+def _isolated() -> None:
+    """Restart in isolated mode (``-I``) unless already there."""
+    if not sys.flags.isolated:
+        os.execv(sys.executable, [sys.executable, "-I", "-m", "ce_grader", *sys.argv[1:]])
+
+
 if __name__ == "__main__":
+    _isolated()
     sys.exit(main())

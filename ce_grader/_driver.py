@@ -1,74 +1,78 @@
-"""Runs inside the sandbox process: setup cells, answer cells, then probes.
+"""Runs inside the jail: setup cells, answer cells, then one probe per hidden check.
 
-This file is not imported by the grader; its text is passed to ``python -I -c``.
-It reports on a pipe that the grader created, one JSON object per line:
+This file is not imported by the grader: ``_seccomp.py`` and this text are
+passed to ``python -I -S -B -c``. The process reads its job from standard input
+(a length-prefixed JSON document written by the grader), confines itself (seccomp:
+no new processes; resource limits), runs the cells, and reports on a pipe in
+binary frames ``kind (1 byte) | step (u32) | length (u32) | payload``:
 
-* ``{"ev": "start", "step": k}`` and ``{"ev": "end", "step": k, "error": ...}``
-  around every cell and probe (the grader's watchdog uses them);
-* ``{"ev": "probe", "id": j, "npy": <base64 .npy>}`` or ``{..., "error": ...}``;
-* ``{"ev": "done"}``.
+* ``S`` -- the trusted setup cells are done and the student's code starts
+  (sent before any of it runs, so the grader can trust the first one and start
+  the clock of the student's part);
+* ``E`` -- the cell or probe ``step`` raised: payload ``type name NUL message``;
+* ``C`` -- every cell has run; only now does the grader send the hidden inputs
+  (a second length-prefixed block on standard input), so no hidden input is
+  in this process while the answer cells run;
+* ``V`` -- the value of probe ``step``: payload ``dtype;d1,d2,... NUL raw bytes``;
+* ``D`` -- finished.
 
 Nothing here is trusted by the grader: the student's code runs in this process
-and can rewrite anything in it. The grader only reads raw values from the
-pipe and compares them with its own reference values.
+and can rewrite anything in it, write any bytes to the pipe, or stop at any
+time. The grader reads frames with its own size limits, keeps its own clock,
+labels and list of questions, and compares values itself.
 """
-
-import base64
-import builtins
-import io
-import json
-import os
-import resource
-import signal
-import sys
 
 
 class CellTimeout(BaseException):
     """Raised by SIGALRM when a cell or a probe exceeds its time limit."""
 
 
-def _mini_init():
-    """As PID 1 of a fresh PID namespace, fork the real worker and wait for it.
-
-    PID 1 ignores signals it has no handler for, so the worker (PID 2) cannot
-    kill it; when it exits, the kernel kills whatever is left in the namespace.
-    """
-    pid = os.fork()
-    if pid:
-        _, status = os.waitpid(pid, 0)
-        code = os.waitstatus_to_exitcode(status)
-        os._exit(code if code >= 0 else 128 - code)
-
-
 def main():
-    job_path, fd = sys.argv[1], int(sys.argv[2])
-    if os.getpid() == 1:
-        _mini_init()
-    with open(job_path, encoding="utf-8") as f:
-        job = json.load(f)
-    blobs = {}
-    for j, probe in enumerate(job["probes"]):
-        for name, ref in probe["arrays"].items():
-            with open(ref, "rb") as f:
-                blobs[(j, name)] = f.read()
-    for p in [job_path, *[ref for probe in job["probes"] for ref in probe["arrays"].values()]]:
-        os.unlink(p)  # the hidden inputs leave the disk before any student code runs
+    import builtins
+    import json
+    import os
+    import resource
+    import signal
+    import struct
+    import sys
 
-    write, dumps, b64 = os.write, json.dumps, base64.b64encode
+    fd = int(sys.argv[1])
+    read, write, pack = os.read, os.write, struct.pack
 
-    def send(obj):
-        data = (dumps(obj) + "\n").encode()
+    def read_exact(n):
+        parts, left = [], n
+        while left:
+            chunk = read(0, min(left, 1 << 20))
+            if not chunk:
+                raise EOFError("the job ended early")
+            parts.append(chunk)
+            left -= len(chunk)
+        return b"".join(parts)
+
+    def read_block():
+        return read_exact(struct.unpack("<Q", read_exact(8))[0])
+
+    def send(kind, step, payload=b""):
+        data = pack("<cII", kind, step, len(payload)) + payload
         while data:
             data = data[write(fd, data) :]
 
+    job = json.loads(read_block())
     limits = job["limits"]
     mem = int(limits["memory_bytes"])
     resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
     cpu = int(limits["cpu_seconds"])
-    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
     fsize = int(limits["file_bytes"])
     resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    confine()  # noqa: F821 -- defined by _seccomp.py, which is prepended to this text
+
+    sys.path[:0] = job["paths"]
+    sys.dont_write_bytecode = True
+    import numpy as np
+
+    asarray, frombuffer = np.asarray, np.frombuffer
 
     allowed = [float(limits["cell_seconds"])]
 
@@ -77,11 +81,6 @@ def main():
 
     signal.signal(signal.SIGALRM, on_alarm)
     setitimer, real = signal.setitimer, signal.ITIMER_REAL
-    sys.path.insert(0, job["lib"])
-    sys.dont_write_bytecode = True
-    import numpy as np
-
-    asarray, save, load = np.asarray, np.save, np.load
 
     class _IPythonStub:
         """Enough of get_ipython() for transformed magics to do nothing."""
@@ -91,58 +90,61 @@ def main():
 
     namespace = {"__name__": "__main__", "__builtins__": builtins, "get_ipython": _IPythonStub}
 
-    def describe(exc):
+    def report(step, exc):
         try:
-            text = f"{type(exc).__name__}: {exc}"
+            kind = type(exc).__name__
+            text = str(exc)
         except BaseException:
-            text = "an exception that cannot be printed"
-        return text[:400]
+            kind, text = "Exception", "an exception that cannot be printed"
+        send(b"E", step, (kind[:80] + "\0" + text[:400]).encode("utf-8", "replace"))
 
-    step = 0
-    for label, source, seconds in job["cells"]:
-        send({"ev": "start", "step": step, "label": label})
-        error = None
+    def timed(seconds, fn):
+        allowed[0] = float(seconds)
+        setitimer(real, allowed[0])
         try:
-            allowed[0] = float(seconds)
-            setitimer(real, allowed[0])
-            try:
-                exec(compile(source, f"<{label}>", "exec"), namespace)
-            finally:
-                setitimer(real, 0)
-        except BaseException as exc:  # SystemExit and timeouts included: the next cell still runs
-            error = describe(exc)
-        send({"ev": "end", "step": step, "error": error})
-        step += 1
+            return fn()
+        finally:
+            setitimer(real, 0)
 
+    for step, (source, seconds) in enumerate(job["cells"]):
+        if step == job["setup"]:
+            send(b"S", step)  # before the first line of the student's code: the grader's clock starts
+        try:
+            code = compile(source, f"<cell {step + 1}>", "exec")
+            timed(seconds, lambda code=code: exec(code, namespace))
+        except BaseException as exc:  # SystemExit and timeouts included: the next cell still runs
+            report(step, exc)
+    first = len(job["cells"])
+    if first == job["setup"]:
+        send(b"S", first)
+    send(b"C", first)
+
+    inputs = read_block()  # the hidden inputs arrive only now
     timed_out = False
+    offset = 0
     for j, probe in enumerate(job["probes"]):
-        send({"ev": "start", "step": step, "label": probe["expr"]})
-        message = {"ev": "probe", "id": j}
+        local = dict(probe["scalars"])
+        for name, dtype, shape in probe["arrays"]:
+            count = int(np.prod(shape, dtype=np.int64))
+            array = frombuffer(inputs, dtype=dtype, count=count, offset=offset)
+            local[name] = array.reshape(shape).copy()
+            offset += count * array.itemsize
         try:
             if timed_out:  # all or nothing: do not wait for the same loop again
                 raise CellTimeout("not run: an earlier check exceeded the time limit")
-            local = dict(probe["scalars"])
-            for name in probe["arrays"]:
-                local[name] = load(io.BytesIO(blobs[(j, name)]), allow_pickle=False)
-            allowed[0] = float(limits["cell_seconds"])
-            setitimer(real, allowed[0])
-            try:
-                # One dict for globals, so that a lambda in the expression sees the inputs too.
-                scope = dict(namespace)
-                scope.update(local)
-                value = asarray(eval(compile(probe["expr"], "<check>", "eval"), scope))
-            finally:
-                setitimer(real, 0)
-            buf = io.BytesIO()
-            save(buf, value, allow_pickle=False)
-            message["npy"] = b64(buf.getvalue()).decode("ascii")
+            scope = dict(namespace)  # one dict for globals, so that a lambda sees the inputs too
+            scope.update(local)
+            code = compile(probe["expr"], "<check>", "eval")
+            value = asarray(timed(limits["cell_seconds"], lambda code=code, scope=scope: eval(code, scope)))
+            if value.dtype.kind not in "biufc":
+                raise TypeError(f"the result has dtype {value.dtype}, not a number")
+            value = asarray(value, dtype=value.dtype.newbyteorder("<"), order="C")
+            head = f"{value.dtype.str};{','.join(str(n) for n in value.shape)}\0".encode("ascii")
+            send(b"V", j, head + value.tobytes())
         except BaseException as exc:
             timed_out = timed_out or isinstance(exc, CellTimeout)
-            message["error"] = describe(exc)
-        send({"ev": "end", "step": step, "error": message.get("error")})
-        send(message)
-        step += 1
-    send({"ev": "done"})
+            report(first + j, exc)
+    send(b"D", 0)
     os._exit(0)  # no atexit handlers, no lingering threads
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from .output import escape_name, safe_text
 
-__all__ = ["MAX_DEPTH", "CollectError", "Entry", "collect"]
+__all__ = ["MAX_DEPTH", "CollectError", "Entry", "collect", "read_one"]
 
 MAX_DEPTH = 32
 """Folders nested deeper than this below the submissions folder are reported, not searched."""
@@ -295,3 +295,38 @@ def collect(
     finally:
         os.close(fd)
     return sorted(collector.entries, key=lambda e: e.name)
+
+
+def read_one(path: str | Path, *, max_bytes: int = 20_000_000) -> Entry:
+    """One submission file named on the command line, read with the same checks as :func:`collect`.
+
+    Parameters
+    ----------
+    path : str or Path
+        The notebook. A link, a special file or an oversized file is refused.
+    max_bytes : int, default 20_000_000
+        Largest submission read.
+
+    Returns
+    -------
+    Entry
+        Named by the file's name; with ``problem`` set when it is not graded.
+    """
+    path = Path(path)
+    name = path.name
+    collector = _Collector(("",), max_bytes, 1, max_bytes)
+    try:
+        parent = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        return Entry(safe_text(escape_name(name)), problem=f"not graded: {safe_text(exc.strerror)}")
+    try:
+        collector.visit(parent, name, name, ())
+    except FileNotFoundError:
+        return Entry(safe_text(escape_name(name)), problem="not graded: the file does not exist")
+    except OSError as exc:
+        return Entry(safe_text(escape_name(name)), problem=f"not graded: {safe_text(exc.strerror)}")
+    finally:
+        os.close(parent)
+    if not collector.entries:
+        return Entry(safe_text(escape_name(name)), problem="not graded: not a notebook file")
+    return collector.entries[0]

@@ -1,28 +1,31 @@
 """Grade submissions against an assignment's hidden tests.
 
-For every question the grader
+For a folder, the grader first reads every submission into memory
+(:mod:`ce_grader.collect`: links and special files are not graded as a
+student's work). Then, for each submission,
 
-1. reads the submission's answer cells for it (and for the questions it
-   ``needs``); nothing else of the submission is used;
-2. refuses, without running anything, an answer whose code refers to a
-   function the question forbids (``ce.softmax`` in the question that asks
-   for a softmax): 0 points;
-3. runs the assignment's ``setup`` cells (from the source, not from the
-   submission), those answer cells and one probe per hidden check in a fresh
-   :mod:`sandbox <ce_grader.sandbox>` process;
-4. compares the raw values that come back with the values the instructor's
-   solution produced for the same probes, here, in the grader's process.
+1. a jailed process reads the notebook (:mod:`ce_grader.static`): its answer
+   cells per question and, per question, whether an answer names a function
+   the question forbids (0 points, with the line);
+2. for each question, a fresh jail (:mod:`ce_grader.sandbox`) runs the
+   assignment's ``setup`` cells (from the source, not from the submission),
+   the question's answer cells, then one probe per hidden check, with a copy
+   of ``ce_lib`` that holds only what the question allows;
+3. the grader compares the raw values that come back with the values the
+   instructor's solution produced for the same probes, here, in its own
+   process, with its own list of questions, checks and labels.
 
-A question earns its points when every one of its checks passes.
+A question earns its points when every one of its checks passes. Anything
+that goes wrong with one submission, whatever it is, costs that submission its
+row, with the reason.
 """
 
 from __future__ import annotations
 
-import ast
-import csv
+import builtins
 import importlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,25 +33,19 @@ from pathlib import Path
 import numpy as np
 
 from . import sandbox
-from ._astlock import parse
-from .notebook import (
-    Assignment,
-    AssignmentError,
-    Question,
-    SubmissionError,
-    read_submission,
-    uses_ipython_syntax,
-)
+from .collect import Entry, collect, read_one
+from .notebook import Assignment, AssignmentError, Question
+from .output import safe_text, write_gradebook_csv
 from .sandbox import Limits
 from .spec import compare_values
+from .static import find_forbidden, transform
 
 __all__ = [
     "GradeReport",
     "QuestionResult",
     "Reference",
     "compute_reference",
-    "find_forbidden",
-    "find_submissions",
+    "grade_bytes",
     "grade_folder",
     "grade_submission",
     "write_gradebook",
@@ -56,10 +53,20 @@ __all__ = [
 
 Reference = dict[str, list[np.ndarray]]
 
+#: Exception names a student may see in feedback (a class name of their own could carry data).
+_BUILTIN_ERRORS = frozenset(
+    n for n, v in vars(builtins).items() if isinstance(v, type) and issubclass(v, BaseException)
+)
+
 
 @dataclass
 class QuestionResult:
-    """The grade of one question."""
+    """The grade of one question.
+
+    ``reason`` is for the instructor (exception messages included);
+    ``feedback`` is for the student: it never quotes anything the student's
+    code printed or raised after the hidden inputs reached it.
+    """
 
     id: str
     earned: float
@@ -67,6 +74,7 @@ class QuestionResult:
     reason: str = ""
     passed: int = 0
     checks: int = 0
+    feedback: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -77,7 +85,7 @@ class GradeReport:
     submission: str
     questions: list[QuestionResult] = field(default_factory=list)
     error: str | None = None
-    isolated: bool = False
+    jailed: bool = False
     seconds: float = 0.0
 
     @property
@@ -93,16 +101,29 @@ class GradeReport:
         return "error" if self.error else "graded"
 
     def table(self) -> str:
-        """The report as printed by ``python -m ce_grader grade``."""
+        """The report as printed by ``python -m ce_grader grade`` (every string made safe)."""
         rows = [("Question", "Earned", "Possible", "Reason")]
-        rows += [(q.id, _num(q.earned), _num(q.possible), q.reason) for q in self.questions]
+        rows += [(q.id, _num(q.earned), _num(q.possible), safe_text(q.reason, 300)) for q in self.questions]
         widths = [max(len(r[i]) for r in rows) for i in range(3)]
-        lines = [f"{self.assignment}: {self.submission}"]
+        lines = [f"{self.assignment}: {safe_text(self.submission, 200)}"]
         if self.error:
-            lines.append(f"error: {self.error}")
+            lines.append(f"error: {safe_text(self.error, 300)}")
         for r in rows:
             lines.append(f"{r[0]:<{widths[0]}}  {r[1]:>{widths[1]}}  {r[2]:>{widths[2]}}  {r[3]}".rstrip())
         lines.append(f"Score: {_num(self.score)}/{_num(self.max_score)}")
+        return "\n".join(lines)
+
+    def feedback_text(self) -> str:
+        """What the student may read: per question, points, what passed and what failed."""
+        lines = [f"{self.assignment}: {safe_text(self.submission, 200)}", ""]
+        if self.error:
+            lines += [f"Not graded: {safe_text(self.error, 300)}", ""]
+        for q in self.questions:
+            lines.append(
+                f"{q.id}: {_num(q.earned)}/{_num(q.possible)} ({q.passed} of {q.checks} checks passed)"
+            )
+            lines += [f"  - {safe_text(line, 300)}" for line in q.feedback]
+        lines += ["", f"Score: {_num(self.score)}/{_num(self.max_score)}", ""]
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
@@ -115,23 +136,8 @@ def _num(x: float) -> str:
     return f"{x:g}"
 
 
-def _transform(source: str) -> str:
-    """IPython syntax (magics, ``!cmd``) to plain Python, when IPython is installed."""
-    if not uses_ipython_syntax(source):
-        return source
-    try:
-        from IPython.core.inputtransformer2 import TransformerManager
-    except ImportError:
-        return source
-    return TransformerManager().transform_cell(source)
-
-
-# --------------------------------------------------------------------------
-# The static rule: an answer may not name the reference implementation
-# --------------------------------------------------------------------------
-
-
-def _forbidden_targets(forbid: Sequence[str]) -> tuple[set[str], set[str]]:
+def forbidden_targets(forbid: Sequence[str]) -> tuple[set[str], set[str]]:
+    """Every dotted name and bare name of the forbidden functions (from the trusted assignment)."""
     import ce_lib
 
     dotted: set[str] = set()
@@ -146,129 +152,35 @@ def _forbidden_targets(forbid: Sequence[str]) -> tuple[set[str], set[str]]:
     return dotted, attrs
 
 
-def _collect_aliases(tree: ast.AST, aliases: dict[str, str]) -> None:
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            for a in node.names:
-                if a.name.split(".")[0] == "ce_lib":
-                    aliases[a.asname or "ce_lib"] = a.name if a.asname else "ce_lib"
-        elif (
-            isinstance(node, ast.ImportFrom)
-            and node.level == 0
-            and (node.module or "").split(".")[0] == "ce_lib"
-        ):
-            for a in node.names:
-                if a.name != "*":
-                    aliases[a.asname or a.name] = f"{node.module}.{a.name}"
+def _order(assignment: Assignment, qid: str) -> list[str]:
+    """The questions whose answer cells ``qid`` runs, dependencies first."""
+    order: list[str] = []
 
+    def visit(q: str) -> None:
+        for dep in assignment.questions[q].needs:
+            visit(dep)
+        if q not in order:
+            order.append(q)
 
-def _dotted(node: ast.AST) -> str | None:
-    parts: list[str] = []
-    while isinstance(node, ast.Attribute):
-        parts.append(node.attr)
-        node = node.value
-    if isinstance(node, ast.Name):
-        parts.append(node.id)
-        return ".".join(reversed(parts))
-    return None
-
-
-def find_forbidden(
-    cells: Sequence[tuple[str, str]], setup: Sequence[str], forbid: Sequence[str]
-) -> str | None:
-    """Find a reference to a forbidden ``ce_lib`` function in answer cells.
-
-    Parameters
-    ----------
-    cells : sequence of (label, source)
-        The answer cells (untrusted).
-    setup : sequence of str
-        The setup cells (trusted); their imports define aliases such as ``ce``.
-    forbid : sequence of str
-        Dotted names, e.g. ``["ce_lib.softmax"]``.
-
-    Returns
-    -------
-    str or None
-        A sentence naming the function and where it is used, or ``None``.
-    """
-    if not forbid:
-        return None
-    dotted, attrs = _forbidden_targets(forbid)
-    aliases: dict[str, str] = {}
-    trees: list[tuple[str, ast.AST]] = []
-    for source in setup:
-        try:
-            _collect_aliases(parse(_transform(source)), aliases)
-        except SyntaxError:
-            pass
-    for label, source in cells:
-        try:
-            tree = parse(_transform(source))
-        except SyntaxError:
-            continue  # it will fail in the sandbox and be reported there
-        _collect_aliases(tree, aliases)
-        trees.append((label, tree))
-
-    def resolve(name: str | None) -> str | None:
-        if name is None:
-            return None
-        head, _, rest = name.partition(".")
-        if head not in aliases:
-            return None
-        return aliases[head] + (f".{rest}" if rest else "")
-
-    def hit(label: str, node: ast.AST, what: str) -> str:
-        return f"uses the reference implementation {what} ({label}, line {getattr(node, 'lineno', '?')})"
-
-    for label, tree in trees:
-        for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                for a in node.names:
-                    if f"{node.module}.{a.name}" in dotted:
-                        return hit(label, node, f"{node.module}.{a.name}")
-            if isinstance(node, ast.Attribute | ast.Name):
-                full = resolve(_dotted(node))
-                if full in dotted:
-                    return hit(label, node, full)
-            if (
-                isinstance(node, ast.Call)
-                and isinstance(node.func, ast.Name)
-                and node.func.id == "getattr"
-                and len(node.args) >= 2
-                and isinstance(node.args[1], ast.Constant)
-                and node.args[1].value in attrs
-                and (resolve(_dotted(node.args[0])) or "").startswith("ce_lib")
-            ):
-                return hit(label, node, f"ce_lib.{node.args[1].value}")
-    return None
-
-
-# --------------------------------------------------------------------------
-# Running questions
-# --------------------------------------------------------------------------
-
-
-def _setup_cells(assignment: Assignment) -> list[tuple[str, str]]:
-    return [(f"setup cell {i + 1}", _transform(s)) for i, s in enumerate(assignment.setup)]
+    visit(qid)
+    return order
 
 
 def _run_question(
     assignment: Assignment, q: Question, answers: dict[str, list[str]], limits: Limits, deadline: float
-) -> tuple[sandbox.RunResult | None, str | None]:
-    """Run one question's cells and probes; ``(None, reason)`` when the static rule refuses them."""
-    cells = [(label, _transform(src)) for label, src in assignment.cells_for(q.id, answers)]
-    forbidden = find_forbidden(cells, assignment.setup, q.forbid)
-    if forbidden:
-        return None, forbidden
-    setup = _setup_cells(assignment)
-    run = sandbox.run(
-        setup + cells, q.checks, forbid=q.forbid, limits=limits, deadline=deadline, setup=len(setup)
+) -> tuple[sandbox.RunResult, list[str]]:
+    """Run one question's setup and answer cells and its probes; the result and the cells' labels."""
+    cells = [(f"setup cell {i + 1}", transform(s)) for i, s in enumerate(assignment.setup)]
+    setup = len(cells)
+    for dep in _order(assignment, q.id):
+        cells += [(f"answer cell {i + 1} of {dep}", src) for i, src in enumerate(answers.get(dep, []))]
+    res = sandbox.run(
+        cells, q.checks, allow=q.allow, forbid=q.forbid, limits=limits, deadline=deadline, setup=setup
     )
-    return run, None
+    return res, [label for label, _ in cells]
 
 
-def _map(fn, items: list, jobs: int) -> list:
+def _map(fn: Callable, items: list, jobs: int) -> list:
     if jobs <= 1 or len(items) <= 1:
         return [fn(x) for x in items]
     with ThreadPoolExecutor(max_workers=jobs) as pool:
@@ -299,20 +211,22 @@ def compute_reference(assignment: Assignment, limits: Limits | None = None, jobs
         function its question forbids.
     """
     limits = limits or Limits()
-    solutions = {qid: q.solution for qid, q in assignment.questions.items()}
+    solutions = {qid: [transform(s) for s in q.solution] for qid, q in assignment.questions.items()}
     deadline = time.monotonic() + limits.notebook_seconds
 
     def one(q: Question) -> list[np.ndarray]:
-        res, forbidden = _run_question(assignment, q, solutions, limits, deadline)
+        dotted, attrs = forbidden_targets(q.forbid)
+        cells = [(f"answer cell of {d}", s) for d in _order(assignment, q.id) for s in solutions.get(d, [])]
+        forbidden = find_forbidden(cells, assignment.setup, dotted, attrs)
         if forbidden:
             raise AssignmentError(f"the solution of {q.id} {forbidden}")
-        assert res is not None
+        res, labels = _run_question(assignment, q, solutions, limits, deadline)
         values = []
         for j, chk in enumerate(q.checks):
             out = res.probes.get(j)
             if out is None or out.value is None:
                 why = (out.error if out else None) or res.failure or "no result"
-                errors = "; ".join(f"{k}: {v}" for k, v in res.cell_errors.items())
+                errors = "; ".join(f"{labels[k]}: {v}" for k, v in sorted(res.cell_errors.items()))
                 raise AssignmentError(
                     f"the solution of {q.id} fails {chk.name}: {why}" + (f" [{errors}]" if errors else "")
                 )
@@ -326,50 +240,170 @@ def compute_reference(assignment: Assignment, limits: Limits | None = None, jobs
         return values
 
     qs = list(assignment.questions.values())
-    for q in qs:  # parse and poison the library here, before any grading thread starts
-        sandbox._poisoned_library(q.forbid)
+    for q in qs:  # build every library copy before any thread starts
+        sandbox.library_dir(q.allow, q.forbid)
     return dict(zip([q.id for q in qs], _map(one, qs, jobs), strict=True))
 
 
-def _grade_one(
-    assignment: Assignment,
+def _student_problem(problem: str) -> str:
+    """A comparison problem, in words that do not reveal the expected value."""
+    if problem.startswith(("wrong value", "values differ")):
+        return "wrong values"
+    if problem.startswith("the result has shape"):
+        return problem.split(";")[0] + ", not the expected shape"
+    return problem
+
+
+def _grade_question(
     q: Question,
-    answers: dict[str, list[str]],
+    res: sandbox.RunResult | None,
+    labels: list[str],
+    verdict: str | None,
     expected: list[np.ndarray],
-    limits: Limits,
-    deadline: float,
-) -> tuple[QuestionResult, bool]:
+    answered: bool,
+) -> QuestionResult:
     result = QuestionResult(q.id, 0.0, float(q.points), checks=len(q.checks))
-    if q.solution and not answers.get(q.id):
+    if q.solution and not answered:
         result.reason = f"no answer cell for {q.id} in the submission"
-        return result, False
-    res, forbidden = _run_question(assignment, q, answers, limits, deadline)
-    if forbidden:
-        result.reason = forbidden
-        return result, False
+        result.feedback = [result.reason]
+        return result
+    if verdict:
+        result.reason = verdict
+        result.feedback = [verdict]
+        return result
     assert res is not None
-    problems = []
+    problems, feedback = [], []
     for j, chk in enumerate(q.checks):
         out = res.probes.get(j)
         if out is None:
             problem = res.failure or "no result came back"
+            said = problem
         elif out.error is not None:
             problem = f"raised {out.error}"
+            name = out.error_type if out.error_type in _BUILTIN_ERRORS else "an exception"
+            said = (
+                "did not finish within the time limit"
+                if out.error_type == "CellTimeout"
+                else f"raised {name}"
+            )
         else:
             assert out.value is not None
             problem = compare_values(out.value, expected[j], chk.rtol, chk.atol)
+            said = _student_problem(problem) if problem else ""
         if problem:
             problems.append(f"{chk.name}: {problem}")
+            feedback.append(f"check {chk.name}: {said}")
     result.passed = len(q.checks) - len(problems)
+    own = [f"{labels[k]} raised {v}" for k, v in sorted(res.cell_errors.items()) if k < len(labels)]
     if not problems:
         result.earned = float(q.points)
+        result.feedback = ["every check passed"]
     else:
         reason = problems[0] + (f" (and {len(problems) - 1} more failed)" if len(problems) > 1 else "")
-        own = [f"{k} raised {v}" for k, v in res.cell_errors.items()]
         if own:
             reason += f"; {own[0]}"
         result.reason = reason
-    return result, res.isolated
+        result.feedback = feedback + own
+    return result
+
+
+def _static_job(assignment: Assignment, suffix: str) -> dict:
+    questions = {}
+    for q in assignment.questions.values():
+        dotted, attrs = forbidden_targets(q.forbid)
+        questions[q.id] = {
+            "order": _order(assignment, q.id),
+            "dotted": sorted(dotted),
+            "attrs": sorted(attrs),
+        }
+    return {"suffix": suffix, "setup": list(assignment.setup), "questions": questions}
+
+
+def _checked_reply(reply: dict, assignment: Assignment) -> tuple[dict[str, list[str]], dict[str, str | None]]:
+    """The inspector's reply, with every type checked (it parsed hostile bytes)."""
+    answers_in, verdicts_in = reply.get("answers"), reply.get("forbidden")
+    if not isinstance(answers_in, dict) or not isinstance(verdicts_in, dict):
+        raise ValueError("malformed reply")
+    answers: dict[str, list[str]] = {}
+    for qid in assignment.questions:
+        srcs = answers_in.get(qid, [])
+        if not isinstance(srcs, list) or not all(isinstance(s, str) for s in srcs):
+            raise ValueError("malformed reply")
+        if srcs:
+            answers[qid] = srcs
+    verdicts = {}
+    for qid in assignment.questions:
+        v = verdicts_in.get(qid)
+        verdicts[qid] = safe_text(v, 300) if isinstance(v, str) else None
+    return answers, verdicts
+
+
+def grade_bytes(
+    assignment: Assignment,
+    name: str,
+    data: bytes,
+    suffix: str,
+    *,
+    reference: Reference,
+    limits: Limits | None = None,
+    jobs: int = 1,
+) -> GradeReport:
+    """Grade one submission from its bytes; never raises for anything in them.
+
+    Parameters
+    ----------
+    assignment : Assignment
+        The parsed source.
+    name : str
+        What the report calls the submission.
+    data : bytes
+        The notebook, as read before grading began.
+    suffix : str
+        ``.ipynb`` (or a jupytext text format such as ``.md``).
+    reference : dict
+        From :func:`compute_reference`.
+    limits : Limits, optional
+        Sandbox limits (the notebook limit applies to this submission).
+    jobs : int, default 1
+        Questions run in parallel.
+
+    Returns
+    -------
+    GradeReport
+    """
+    limits = limits or Limits()
+    start = time.monotonic()
+    report = GradeReport(assignment.name, safe_text(name, 200), jailed=limits.jail)
+    try:
+        reply = sandbox.inspect(_static_job(assignment, suffix), data, limits)
+        if "error" in reply:
+            why = reply["error"] if isinstance(reply["error"], str) else "it could not be read"
+            return _error_report(report, assignment, f"not a readable notebook: {safe_text(why, 200)}", start)
+        answers, verdicts = _checked_reply(reply, assignment)
+        deadline = start + limits.notebook_seconds
+
+        def one(q: Question) -> QuestionResult:
+            answered = bool(answers.get(q.id))
+            if verdicts[q.id] or (q.solution and not answered):
+                return _grade_question(q, None, [], verdicts[q.id], reference[q.id], answered)
+            res, labels = _run_question(assignment, q, answers, limits, deadline)
+            return _grade_question(q, res, labels, None, reference[q.id], answered)
+
+        report.questions = _map(one, list(assignment.questions.values()), jobs)
+    except Exception as exc:  # one submission costs at most its own row
+        return _error_report(report, assignment, f"the grader failed on it ({type(exc).__name__})", start)
+    report.seconds = time.monotonic() - start
+    return report
+
+
+def _error_report(report: GradeReport, assignment: Assignment, error: str, start: float) -> GradeReport:
+    report.error = error
+    report.questions = [
+        QuestionResult(q.id, 0.0, float(q.points), "not graded", 0, len(q.checks), ["not graded"])
+        for q in assignment.questions.values()
+    ]
+    report.seconds = time.monotonic() - start
+    return report
 
 
 def grade_submission(
@@ -380,7 +414,7 @@ def grade_submission(
     limits: Limits | None = None,
     jobs: int = 1,
 ) -> GradeReport:
-    """Grade one submitted notebook.
+    """Grade one submitted notebook file.
 
     Parameters
     ----------
@@ -391,39 +425,27 @@ def grade_submission(
     reference : dict, optional
         From :func:`compute_reference`; computed here when omitted.
     limits : Limits, optional
-        Sandbox limits (the notebook limit applies to this submission).
+        Sandbox limits.
     jobs : int, default 1
         Questions run in parallel.
 
     Returns
     -------
     GradeReport
-
-    Raises
-    ------
-    SubmissionError
-        When the submission is missing or not a notebook.
     """
     limits = limits or Limits()
     if reference is None:
         reference = compute_reference(assignment, limits, jobs)
-    answers = read_submission(submission)
-    start = time.monotonic()
-    deadline = start + limits.notebook_seconds
-    qs = list(assignment.questions.values())
-    for q in qs:  # parse and poison the library here, before any grading thread starts
-        sandbox._poisoned_library(q.forbid)
-    graded = _map(lambda q: _grade_one(assignment, q, answers, reference[q.id], limits, deadline), qs, jobs)
-    report = GradeReport(assignment.name, str(submission), [g[0] for g in graded])
-    report.isolated = any(g[1] for g in graded)
-    report.seconds = time.monotonic() - start
+    path = Path(submission)
+    entry = read_one(path)
+    if entry.problem is not None:
+        report = GradeReport(assignment.name, safe_text(str(path), 200), jailed=limits.jail)
+        return _error_report(report, assignment, entry.problem, time.monotonic())
+    assert entry.data is not None
+    report = grade_bytes(
+        assignment, str(path), entry.data, path.suffix, reference=reference, limits=limits, jobs=jobs
+    )
     return report
-
-
-def find_submissions(folder: str | Path) -> list[Path]:
-    """The ``.ipynb`` files in a folder and its subfolders (checkpoints excluded), sorted."""
-    root = Path(folder)
-    return sorted(p for p in root.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.relative_to(root).parts)
 
 
 def grade_folder(
@@ -433,9 +455,13 @@ def grade_folder(
     reference: Reference | None = None,
     limits: Limits | None = None,
     jobs: int = 1,
-    progress=None,
+    progress: Callable[[GradeReport], None] | None = None,
 ) -> list[GradeReport]:
-    """Grade every submission in a folder; an unreadable one gets a report with its error.
+    """Grade every submission in a folder, ``jobs`` at a time.
+
+    Every submission is read into memory before the first one is graded;
+    an entry that is not the student's own file (a link, a special file)
+    gets a row with the reason and is not graded.
 
     Parameters
     ----------
@@ -448,38 +474,49 @@ def grade_folder(
     limits : Limits, optional
         Sandbox limits (the notebook limit applies to each submission).
     jobs : int, default 1
-        Questions run in parallel.
+        Submissions graded in parallel.
     progress : callable, optional
-        Called with each :class:`GradeReport` as soon as it is ready.
+        Called with each :class:`GradeReport` as soon as it is ready (from the
+        calling thread, in the order of the submissions).
 
     Returns
     -------
     list of GradeReport
+        In the order of the submissions' names.
     """
     limits = limits or Limits()
     if reference is None:
         reference = compute_reference(assignment, limits, jobs)
-    root = Path(folder)
-    reports = []
-    for path in find_submissions(root):
-        name = str(path.relative_to(root))
-        try:
-            report = grade_submission(assignment, path, reference=reference, limits=limits, jobs=jobs)
-            report.submission = name
-        except SubmissionError as exc:
-            report = GradeReport(assignment.name, name, error=str(exc))
-            report.questions = [
-                QuestionResult(q.id, 0.0, float(q.points), "submission could not be read", 0, len(q.checks))
-                for q in assignment.questions.values()
-            ]
-        reports.append(report)
-        if progress is not None:
-            progress(report)
+    entries = collect(Path(folder))
+
+    def one(entry: Entry) -> GradeReport:
+        if entry.data is None:
+            report = GradeReport(assignment.name, entry.name, jailed=limits.jail)
+            return _error_report(report, assignment, entry.problem or "not graded", time.monotonic())
+        return grade_bytes(
+            assignment, entry.name, entry.data, Path(entry.name).suffix, reference=reference, limits=limits
+        )
+
+    reports: list[GradeReport] = []
+    if jobs <= 1:
+        iterator = map(one, entries)
+        pool = None
+    else:
+        pool = ThreadPoolExecutor(max_workers=jobs)
+        iterator = pool.map(one, entries)
+    try:
+        for report in iterator:
+            reports.append(report)
+            if progress is not None:
+                progress(report)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
     return reports
 
 
 def write_gradebook(reports: Sequence[GradeReport], assignment: Assignment, path: str | Path) -> Path:
-    """Write one CSV row per submission: per-question points, total, max, status, reason.
+    """Write one CSV row per submission, atomically, to a file the grader creates.
 
     Parameters
     ----------
@@ -488,28 +525,26 @@ def write_gradebook(reports: Sequence[GradeReport], assignment: Assignment, path
     assignment : Assignment
         The parsed source (for the question columns).
     path : str or Path
-        The CSV file to write.
+        The CSV file; refused if it is a link or not a regular file.
 
     Returns
     -------
     Path
     """
-    path = Path(path)
     qids = list(assignment.questions)
-    with path.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(["submission", *qids, "total", "max", "status", "reason"])
-        for r in reports:
-            earned = {q.id: q.earned for q in r.questions}
-            reason = r.error or "; ".join(f"{q.id}: {q.reason}" for q in r.questions if q.reason)
-            writer.writerow(
-                [
-                    r.submission,
-                    *(_num(earned.get(q, 0.0)) for q in qids),
-                    _num(r.score),
-                    _num(assignment.max_points),
-                    r.status,
-                    reason[:1000],
-                ]
-            )
-    return path
+    header = ["submission", *qids, "total", "max", "status", "reason"]
+    rows = []
+    for r in reports:
+        earned = {q.id: q.earned for q in r.questions}
+        reason = r.error or "; ".join(f"{q.id}: {q.reason}" for q in r.questions if q.reason)
+        rows.append(
+            [
+                r.submission,
+                *(float(earned.get(q, 0.0)) for q in qids),
+                float(r.score),
+                float(assignment.max_points),
+                r.status,
+                safe_text(reason, 1000),
+            ]
+        )
+    return write_gradebook_csv(rows, header, Path(path))

