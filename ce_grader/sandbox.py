@@ -52,8 +52,11 @@ __all__ = ["Limits", "ProbeOutcome", "RunResult", "run"]
 
 _HERE = Path(__file__).parent
 #: The text run in the student process, read once when the grader starts.
-SECCOMP = (_HERE / "_seccomp.py").read_text(encoding="utf-8")
-DRIVER = SECCOMP + (_HERE / "_driver.py").read_text(encoding="utf-8")
+#: The grader's own modules, read once when it starts: the inspector runs this copy, so nothing
+#: written to disk later (by anyone) changes the code that reads submissions.
+_GRADER_FILES = {p.name: p.read_text(encoding="utf-8") for p in sorted(_HERE.glob("*.py"))}
+SECCOMP = _GRADER_FILES["_seccomp.py"]
+DRIVER = SECCOMP + _GRADER_FILES["_driver.py"]
 _HEADER = struct.Struct("<cII")
 _TEXT_BYTES = 4096
 _VALUE_HEAD = 256
@@ -138,6 +141,19 @@ def _private_root() -> Path:
     root = Path(tempfile.mkdtemp(prefix="ce_grader_"))
     atexit.register(shutil.rmtree, root, True)
     return root
+
+
+def _grader_copy() -> Path:
+    """The snapshot of the grader's modules, written once into the private directory."""
+    with _ROOT_LOCK:
+        target = _private_root() / "grader"
+        if not target.exists():
+            staging = Path(tempfile.mkdtemp(dir=_private_root()))
+            (staging / "ce_grader").mkdir()
+            for name, text in _GRADER_FILES.items():
+                (staging / "ce_grader" / name).write_text(text, encoding="utf-8")
+            staging.rename(target)
+    return target
 
 
 @functools.cache
@@ -504,7 +520,7 @@ def inspect(job: dict, data: bytes, limits: Limits, *, seconds: float = 60.0, me
         or ``{"error": reason}``; every string in it is untrusted.
     """
     exe, _ = jail.python_runtime()
-    grader_dir, venv_site = str(_HERE.parent), sysconfig.get_paths()["purelib"]
+    grader_dir, venv_site = str(_grader_copy()), sysconfig.get_paths()["purelib"]
     if limits.jail:
         paths = ["/jail/grader", "/jail/venv"]
     else:
@@ -514,7 +530,7 @@ def inspect(job: dict, data: bytes, limits: Limits, *, seconds: float = 60.0, me
     argv = [exe, "-I", "-S", "-B", "-c", code]
     env = dict(_ENV)
     if limits.jail:
-        binds = [(str(_HERE), "/jail/grader/ce_grader"), (venv_site, "/jail/venv")]
+        binds = [(grader_dir, "/jail/grader"), (venv_site, "/jail/venv")]
         argv = jail.jail_command(argv, binds, scratch_bytes=16 * 2**20, env={**env, "HOME": jail.SCRATCH})
         env = {}
     limit = 2 * len(data) + (1 << 20)
