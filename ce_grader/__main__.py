@@ -230,7 +230,8 @@ def _write_feedback(reports, folder: Path) -> None:
     from .output import atomic_write
 
     for r in reports:
-        stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", r.submission)[:80].strip("._") or "submission"
+        name = r.submission.removesuffix(".ipynb")
+        stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:80].strip("._") or "submission"
         tag = hashlib.sha256(r.submission.encode("utf-8", "replace")).hexdigest()[:8]
         atomic_write(folder / f"{stem}-{tag}.txt", r.feedback_text().encode("utf-8"), what="feedback file")
     print(f"{len(reports)} feedback files in {folder}")

@@ -378,7 +378,7 @@ def grade_bytes(
         reply = sandbox.inspect(_static_job(assignment, suffix), data, limits)
         if "error" in reply:
             why = reply["error"] if isinstance(reply["error"], str) else "it could not be read"
-            return _error_report(report, assignment, f"not a readable notebook: {safe_text(why, 200)}", start)
+            return _error_report(report, assignment, f"not graded: {safe_text(why, 200)}", start)
         answers, verdicts = _checked_reply(reply, assignment)
         deadline = start + limits.notebook_seconds
 
