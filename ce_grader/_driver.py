@@ -10,9 +10,10 @@ binary frames ``kind (1 byte) | step (u32) | length (u32) | payload``:
   (sent before any of it runs, so the grader can trust the first one and start
   the clock of the student's part);
 * ``E`` -- the cell or probe ``step`` raised: payload ``type name NUL message``;
-* ``C`` -- every cell has run; only now does the grader send the hidden inputs
-  (a second length-prefixed block on standard input), so no hidden input is
-  in this process while the answer cells run;
+* ``C`` -- every cell has run; only now does the grader send the hidden checks
+  and their inputs (two more length-prefixed blocks on standard input: the
+  checks as JSON, then the arrays' bytes), so nothing of the hidden tests is in
+  this process while the answer cells run;
 * ``V`` -- the value of probe ``step``: payload ``dtype;d1,d2,... NUL raw bytes``;
 * ``D`` -- finished.
 
@@ -119,10 +120,11 @@ def main():
         send(b"S", first)
     send(b"C", first)
 
-    inputs = read_block()  # the hidden inputs arrive only now
+    probes = json.loads(read_block())  # the hidden checks and their inputs arrive only now
+    inputs = read_block()
     timed_out = False
     offset = 0
-    for j, probe in enumerate(job["probes"]):
+    for j, probe in enumerate(probes):
         local = dict(probe["scalars"])
         for name, dtype, shape in probe["arrays"]:
             count = int(np.prod(shape, dtype=np.int64))

@@ -188,6 +188,12 @@ def jail_command(
         "/tmp",
         "--chdir",
         SCRATCH,
+        # the jail's root and /dev are memory-backed file systems without a size limit: read-only,
+        # so that the size-limited /work is the only place a run can write
+        "--remount-ro",
+        "/dev",
+        "--remount-ro",
+        "/",
         "--",
         *argv,
     ]

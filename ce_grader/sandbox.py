@@ -13,7 +13,7 @@ with
   the student's code can switch off), and the grader's own clock outside it:
   a budget fixed before the run starts (the sum of the cells' and probes'
   limits) that no message from the process can extend;
-* the hidden inputs sent only after every cell has run.
+* the hidden checks and their inputs sent only after every cell has run.
 
 The process reports in binary frames (``_driver.py``). The grader checks the
 size of each frame against its limits *before* it stores it, keeps its own
@@ -311,7 +311,6 @@ def _job(cells, seconds, setup, probes, limits, budget, allow, forbid) -> tuple[
     job = {
         "cells": [[src, sec] for (_, src), sec in zip(cells, seconds, strict=True)],
         "setup": setup,
-        "probes": specs,
         "paths": paths,
         "limits": {
             "cell_seconds": limits.cell_seconds,
@@ -320,7 +319,8 @@ def _job(cells, seconds, setup, probes, limits, budget, allow, forbid) -> tuple[
             "cpu_seconds": int(budget) + 1,
         },
     }
-    return _block(json.dumps(job).encode("utf-8")), _block(b"".join(blobs))
+    hidden = _block(json.dumps(specs).encode("utf-8")) + _block(b"".join(blobs))
+    return _block(json.dumps(job).encode("utf-8")), hidden
 
 
 def _command(limits: Limits, scratch: Path, allow, forbid, fd: int) -> tuple[list[str], str]:
