@@ -129,6 +129,16 @@ def main(argv: list[str] | None = None) -> int:
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
     args = build_parser().parse_args(argv)
+    for option, value, least in [
+        ("--jobs", getattr(args, "jobs", 1), 1),
+        ("--memory", getattr(args, "memory", 256), 256),
+        ("--disk", getattr(args, "disk", 1), 1),
+        ("--cell-timeout", getattr(args, "cell_timeout", 1), 0.1),
+        ("--timeout", getattr(args, "timeout", 1), 1),
+    ]:
+        if not value >= least:
+            print(f"error: {option} must be at least {least:g}; got {value:g}", file=sys.stderr)
+            return EXIT_SUBMISSION
     from .notebook import AssignmentError, SubmissionError
 
     try:

