@@ -21,6 +21,8 @@ import json
 import struct
 from collections.abc import Iterable, Sequence
 
+from ._astlock import parse
+
 __all__ = ["answers_from_bytes", "find_forbidden", "transform", "uses_ipython_syntax"]
 
 TAG_ANSWER = "answer"
@@ -29,7 +31,7 @@ TAG_ANSWER = "answer"
 def uses_ipython_syntax(source: str) -> bool:
     """Whether a cell needs IPython's input transformation (magics, shell escapes)."""
     try:
-        ast.parse(source)
+        parse(source)
         return False
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return any(line.lstrip().startswith(("%", "!")) for line in source.splitlines())
@@ -148,13 +150,13 @@ def find_forbidden(
     aliases: dict[str, str] = {}
     for source in setup:
         try:
-            _collect_aliases(ast.parse(transform(source)), aliases)
+            _collect_aliases(parse(transform(source)), aliases)
         except SyntaxError:
             pass
     trees = []
     for label, source in cells:
         try:
-            tree = ast.parse(source)
+            tree = parse(source)
         except (SyntaxError, ValueError):
             continue  # it will fail in the jail and be reported there
         _collect_aliases(tree, aliases)
