@@ -8,8 +8,10 @@ imports everything it will need, and only then reads submissions.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -121,7 +123,12 @@ def _preload() -> None:
 
     import ce_lib  # noqa: F401
 
-    from . import grader, jail, jail_library, sandbox, selfcheck, static  # noqa: F401
+    from . import collect, grader, jail, jail_library, output, sandbox, selfcheck, static  # noqa: F401
+
+    try:  # what static.transform needs for a setup cell or solution with IPython syntax
+        import IPython.core.inputtransformer2  # noqa: F401
+    except ImportError:
+        pass
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -234,9 +241,6 @@ def _grade(args: argparse.Namespace, limits) -> int:
 
 def _write_feedback(reports, folder: Path) -> None:
     """One text file per submission; names made from the submission's, unique and harmless."""
-    import hashlib
-    import re
-
     from .output import atomic_write
 
     for r in reports:
