@@ -329,7 +329,7 @@ def test_killing_the_parent_does_not_reach_the_grader(tmp_path):
 def test_malformed_and_missing_submissions(tmp_path):
     malformed = tmp_path / "malformed.ipynb"
     malformed.write_bytes((FIXTURES / "malformed.ipynb.txt").read_bytes())
-    with pytest.raises(ValueError, match=r"Notebook does not appear to be JSON|Expecting"):
+    with pytest.raises(ValueError, match="it is not JSON"):
         answers_from_bytes(malformed.read_bytes(), ".ipynb")
     done = cli("grade", str(HOMEWORK / HW1), str(malformed))
     assert done.returncode == 2
