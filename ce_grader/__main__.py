@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _limits(args: argparse.Namespace, jail: bool):
+def _limits(args: argparse.Namespace, mode: str):
     from .sandbox import Limits
 
     return Limits(
@@ -112,8 +112,23 @@ def _limits(args: argparse.Namespace, jail: bool):
         notebook_seconds=args.timeout,
         memory_mb=args.memory,
         disk_mb=args.disk,
-        jail=jail,
+        jail=mode == "bwrap",
+        landlock=mode == "landlock",
     )
+
+
+def _isolation(args: argparse.Namespace) -> tuple[str | None, str]:
+    """The strongest confinement this machine offers: ``(mode, why)``; mode ``None``: none at all."""
+    from .jail import jail_problem, landlock_problem
+
+    if args.unsafe_no_jail:
+        return "none", "--unsafe-no-jail"
+    problem = jail_problem()
+    if problem is None:
+        return "bwrap", ""
+    if landlock_problem() is None:
+        return "landlock", problem
+    return None, f"{problem} Landlock is not available either: {landlock_problem()}"
 
 
 def _preload() -> None:
@@ -155,22 +170,25 @@ def main(argv: list[str] | None = None) -> int:
             print(f"wrote {release(args.source, args.out)}")
             return EXIT_OK
         _preload()
-        from .jail import jail_problem
-
-        problem = None if args.unsafe_no_jail else jail_problem()
+        mode, why = _isolation(args)
         if args.command == "check":
-            if problem:  # check runs the instructor's own solution and the blank release only
-                print(f"note: no jail here, the checks run unjailed: {problem}", file=sys.stderr)
-            return _check(args, _limits(args, jail=problem is None and not args.unsafe_no_jail))
-        if problem:
-            print(f"error: refusing to grade: {problem}", file=sys.stderr)
+            if mode is None:  # check runs the instructor's own solution and the blank release only
+                print(f"note: no jail here, the checks run unconfined: {why}", file=sys.stderr)
+            return _check(args, _limits(args, mode or "none"))
+        if mode is None:
+            print(f"error: refusing to grade: {why}", file=sys.stderr)
             return EXIT_NO_JAIL
-        if args.unsafe_no_jail:
+        if mode == "landlock":
             print(
-                "warning: --unsafe-no-jail: student code runs as you, with your files in reach",
+                "note: no bubblewrap jail here, so each run is confined with Landlock instead: it reads "
+                "only Python, NumPy and its copy of ce_lib, writes only its scratch folder, has no network "
+                "and cannot signal other processes, but it runs as you and sees your processes. "
+                f"(bubblewrap: {why})",
                 file=sys.stderr,
             )
-        return _grade(args, _limits(args, jail=not args.unsafe_no_jail))
+        if mode == "none":
+            print("warning: --unsafe-no-jail: student code runs as you, your files in reach", file=sys.stderr)
+        return _grade(args, _limits(args, mode))
     except AssignmentError as exc:
         print(f"error in the assignment: {exc}", file=sys.stderr)
         return EXIT_ASSIGNMENT

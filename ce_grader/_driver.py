@@ -1,6 +1,6 @@
 """Runs inside the jail: setup cells, answer cells, then one probe per hidden check.
 
-This file is not imported by the grader: ``_seccomp.py`` and this text are
+This file is not imported by the grader: ``_confine.py`` and this text are
 passed to ``python -I -S -B -c``. The process reads its job from standard input
 (a length-prefixed JSON document written by the grader), confines itself (seccomp:
 no new processes; resource limits), runs the cells, and reports on a pipe in
@@ -67,7 +67,9 @@ def main():
     fsize = int(limits["file_bytes"])
     resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    confine()  # noqa: F821 -- defined by _seccomp.py, which is prepended to this text
+    confine()  # noqa: F821 -- defined by _confine.py, which is prepended to this text
+    if job["landlock"] is not None:  # no bubblewrap jail: Landlock limits the files instead
+        restrict_files(job["landlock"]["read"], [os.getcwd()])  # noqa: F821 -- from _confine.py
 
     sys.path[:0] = job["paths"]
     sys.dont_write_bytecode = True

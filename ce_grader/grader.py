@@ -86,6 +86,7 @@ class GradeReport:
     questions: list[QuestionResult] = field(default_factory=list)
     error: str | None = None
     jailed: bool = False
+    isolation: str = ""
     seconds: float = 0.0
 
     @property
@@ -373,7 +374,7 @@ def grade_bytes(
     """
     limits = limits or Limits()
     start = time.monotonic()
-    report = GradeReport(assignment.name, safe_text(name, 200), jailed=limits.jail)
+    report = GradeReport(assignment.name, safe_text(name, 200), jailed=limits.jail, isolation=limits.mode)
     try:
         reply = sandbox.inspect(_static_job(assignment, suffix), data, limits)
         if "error" in reply:
@@ -439,7 +440,8 @@ def grade_submission(
     path = Path(submission)
     entry = read_one(path)
     if entry.problem is not None:
-        report = GradeReport(assignment.name, safe_text(str(path), 200), jailed=limits.jail)
+        name = safe_text(str(path), 200)
+        report = GradeReport(assignment.name, name, jailed=limits.jail, isolation=limits.mode)
         return _error_report(report, assignment, entry.problem, time.monotonic())
     assert entry.data is not None
     report = grade_bytes(
@@ -491,7 +493,7 @@ def grade_folder(
 
     def one(entry: Entry) -> GradeReport:
         if entry.data is None:
-            report = GradeReport(assignment.name, entry.name, jailed=limits.jail)
+            report = GradeReport(assignment.name, entry.name, jailed=limits.jail, isolation=limits.mode)
             return _error_report(report, assignment, entry.problem or "not graded", time.monotonic())
         return grade_bytes(
             assignment, entry.name, entry.data, Path(entry.name).suffix, reference=reference, limits=limits

@@ -17,7 +17,7 @@ Every run of student code (and every parse of a submission) happens in a fresh
 * no capabilities, a new session (no access to the grader's terminal), an
   empty environment but for a few variables.
 
-Inside, the driver adds a seccomp filter (``_seccomp.py``: threads, but no new
+Inside, the driver adds a seccomp filter (``_confine.py``: threads, but no new
 process and no ``exec``) and resource limits, so the memory and CPU limits of
 its one process are the limits of the run.
 
@@ -54,8 +54,9 @@ HOW_TO_ENABLE = (
     "where the kernel restricts user namespaces allow them: `sudo sysctl -w "
     "kernel.unprivileged_userns_clone=1` (Debian before 11), `sudo sysctl -w "
     "kernel.apparmor_restrict_unprivileged_userns=0` (Ubuntu 24.04 and newer) or `sudo sysctl -w "
-    "user.max_user_namespaces=15000`. To grade anyway with student code running as you, with your "
-    "files in reach, pass --unsafe-no-jail."
+    "user.max_user_namespaces=15000`. Where the kernel has Landlock, the grader confines each run "
+    "with it instead. To grade with neither, with student code running as you and your files in reach, "
+    "pass --unsafe-no-jail."
 )
 
 
@@ -237,4 +238,69 @@ def jail_problem() -> str | None:
     if done.returncode != 0 or done.stdout.strip() != "42":
         said = " ".join(done.stderr.split())[:300]
         return f"bwrap cannot build a jail here: {said or 'no output'}{_kernel_hints()}. {HOW_TO_ENABLE}"
+    return None
+
+
+# --------------------------------------------------------------------------
+# Landlock: where no bubblewrap jail can be built
+# --------------------------------------------------------------------------
+
+
+@functools.cache
+def landlock_read_paths() -> tuple[str, ...]:
+    """What a Landlock-confined run may read: the standard library and the system libraries.
+
+    Landlock can only allow a folder with everything below it, so the package
+    folders (the runtime's ``site-packages``, Debian's ``python3*``) are left
+    out by listing their siblings one by one.
+    """
+    _, prefix = python_runtime()
+    stdlib = sysconfig.get_paths(vars={"base": prefix, "platbase": prefix})["stdlib"]
+    hidden = set(_hidden_dirs(prefix))
+    paths = [os.path.join(stdlib, n) for n in sorted(os.listdir(stdlib))]
+    lib = os.path.dirname(stdlib)
+    paths += [os.path.join(lib, n) for n in sorted(os.listdir(lib)) if n.startswith("libpython")]
+    for system in ("/usr/lib", "/usr/lib64", "/usr/lib32"):
+        if os.path.isdir(system):
+            names = [n for n in sorted(os.listdir(system)) if not n.startswith("python")]
+            paths += [os.path.join(system, n) for n in names]
+    paths += ["/etc/ld.so.cache", "/dev/null", "/dev/urandom"]
+    return tuple(p for p in paths if p not in hidden and os.path.exists(p))
+
+
+_LANDLOCK_TEST = """
+import os, sys
+restrict_files([], [{scratch!r}])
+try:
+    open({secret!r}).read()
+    print("read")
+except OSError:
+    open(os.path.join({scratch!r}, "x"), "w").write("ok")
+    print("confined")
+"""
+
+
+@functools.cache
+def landlock_problem() -> str | None:
+    """Why Landlock cannot confine a run here, or ``None`` when it can (``CE_GRADER_LANDLOCK=off``: never)."""
+    import tempfile
+
+    if os.environ.get("CE_GRADER_LANDLOCK") == "off":
+        return "switched off (CE_GRADER_LANDLOCK=off)"
+    from .sandbox import CONFINE
+
+    exe, _ = python_runtime()
+    with tempfile.TemporaryDirectory() as scratch:
+        secret = os.path.join(scratch, "secret")
+        Path(secret).write_text("x")
+        work = os.path.join(scratch, "work")
+        os.mkdir(work)
+        code = CONFINE + _LANDLOCK_TEST.format(scratch=work, secret=secret)
+        try:
+            done = subprocess.run([exe, "-I", "-S", "-c", code], capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.SubprocessError) as exc:
+            return f"the Landlock test could not run ({exc})"
+    if done.stdout.strip() != "confined":
+        said = " ".join(done.stderr.split())[-200:]
+        return f"this kernel cannot confine a process with Landlock ({said or done.stdout.strip()})"
     return None

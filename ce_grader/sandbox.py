@@ -6,7 +6,7 @@ One call of :func:`run` starts a fresh ``python -I -S -B`` in a fresh
 with
 
 * a seccomp filter: threads, but no second process and no ``exec``
-  (``_seccomp.py``), so the limits of its one process are the limits of the
+  (``_confine.py``), so the limits of its one process are the limits of the
   run: memory (``RLIMIT_AS``), CPU time (``RLIMIT_CPU``), the largest file
   (``RLIMIT_FSIZE``); the jail's scratch ``tmpfs`` bounds the disk;
 * a time limit per cell and per probe inside the process (``SIGALRM``, which
@@ -55,8 +55,8 @@ _HERE = Path(__file__).parent
 #: The grader's own modules, read once when it starts: the inspector runs this copy, so nothing
 #: written to disk later (by anyone) changes the code that reads submissions.
 _GRADER_FILES = {p.name: p.read_text(encoding="utf-8") for p in sorted(_HERE.glob("*.py"))}
-SECCOMP = _GRADER_FILES["_seccomp.py"]
-DRIVER = SECCOMP + _GRADER_FILES["_driver.py"]
+CONFINE = _GRADER_FILES["_confine.py"]
+DRIVER = CONFINE + _GRADER_FILES["_driver.py"]
 _HEADER = struct.Struct("<cII")
 _TEXT_BYTES = 4096
 _VALUE_HEAD = 256
@@ -96,7 +96,11 @@ class Limits:
     result_mb : int
         Most data read back from the process.
     jail : bool
-        Run in a bubblewrap jail (``False`` only with ``--unsafe-no-jail``).
+        Run in a bubblewrap jail.
+    landlock : bool
+        Without the bubblewrap jail: confine the process with Landlock (read
+        only what a run needs, write only its scratch folder, no TCP, no
+        signals out). ``jail=False, landlock=False`` is ``--unsafe-no-jail``.
     """
 
     cell_seconds: float = 10.0
@@ -107,6 +111,12 @@ class Limits:
     file_mb: int = 16
     result_mb: int = 16
     jail: bool = True
+    landlock: bool = False
+
+    @property
+    def mode(self) -> str:
+        """``"bwrap"``, ``"landlock"`` or ``"none"``."""
+        return "bwrap" if self.jail else "landlock" if self.landlock else "none"
 
 
 @dataclass
@@ -268,7 +278,8 @@ def run(
         finally:
             os.close(write_fd)
         try:
-            _supervise(proc, read_fd, job, inputs, len(cells), probes, limits, clock, result)
+            watch = None if limits.jail else Path(scratch)
+            _supervise(proc, read_fd, job, inputs, len(cells), probes, limits, clock, result, watch)
         finally:
             try:
                 os.killpg(proc.pid, signal.SIGKILL)
@@ -304,14 +315,18 @@ def _job(cells, seconds, setup, probes, limits, budget, allow, forbid) -> tuple[
             else:
                 scalars[name] = value
         specs.append({"expr": probe.expr, "arrays": arrays, "scalars": scalars})
+    landlock = None
     if limits.jail:
         paths = [jail.LIB, jail.SITE]
     else:
         paths = [str(library_dir(allow, forbid)), str(_unsafe_site())]
+        if limits.landlock:
+            landlock = {"read": [*jail.landlock_read_paths(), *paths, *(h for h, _ in _numpy_dirs())]}
     job = {
         "cells": [[src, sec] for (_, src), sec in zip(cells, seconds, strict=True)],
         "setup": setup,
         "paths": paths,
+        "landlock": landlock,
         "limits": {
             "cell_seconds": limits.cell_seconds,
             "memory_bytes": limits.memory_mb * 2**20,
@@ -335,7 +350,28 @@ def _command(limits: Limits, scratch: Path, allow, forbid, fd: int) -> tuple[lis
     return jail.jail_command(argv, binds, scratch_bytes=limits.disk_mb * 2**20, env=env), "/"
 
 
-def _supervise(proc, read_fd, job, inputs, n_cells, probes, limits, clock, result) -> None:
+def _scratch_problem(folder: Path, limits: Limits) -> str | None:
+    """Without the jail's size-limited tmpfs: the scratch folder's size, measured from outside."""
+    total, count, stack = 0, 0, [str(folder)]
+    while stack:
+        try:
+            with os.scandir(stack.pop()) as entries:
+                for entry in entries:
+                    count += 1
+                    if count > 10_000:
+                        return "the process wrote more than 10000 files; it was killed"
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append(entry.path)
+                    else:
+                        total += entry.stat(follow_symlinks=False).st_blocks * 512
+        except OSError:
+            continue
+    if total > limits.disk_mb * 2**20:
+        return f"the process wrote more than {limits.disk_mb} MB; it was killed"
+    return None
+
+
+def _supervise(proc, read_fd, job, inputs, n_cells, probes, limits, clock, result, watch=None) -> None:
     """Feed the job, read frames until the process is done or out of time, enforcing every limit."""
     assert proc.stdin is not None
     out_fd = proc.stdin.fileno()
@@ -352,6 +388,9 @@ def _supervise(proc, read_fd, job, inputs, n_cells, probes, limits, clock, resul
             now = time.monotonic()
             if now >= clock.stop:
                 result.failure = "the time limit of this question was reached; the process was killed"
+                return
+            if watch is not None and (problem := _scratch_problem(watch, limits)):
+                result.failure = problem
                 return
             events = sel.select(timeout=min(0.2, clock.stop - now))
             for key, _ in events:
@@ -503,6 +542,8 @@ resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
 resource.setrlimit(resource.RLIMIT_CPU, ({cpu}, {cpu}))
 resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 confine()
+if {read!r} is not None:
+    restrict_files({read!r}, [])
 sys.path[:0] = {paths!r}
 sys.dont_write_bytecode = True
 from ce_grader.static import main
@@ -525,8 +566,13 @@ def inspect(job: dict, data: bytes, limits: Limits, *, seconds: float = 60.0, me
         paths = ["/jail/grader", "/jail/venv"]
     else:
         paths = [grader_dir, venv_site]
-    boot = SECCOMP
-    code = boot + _INSPECTOR_BOOT.format(memory=memory_mb * 2**20, cpu=int(seconds) + 1, paths=paths)
+    boot = CONFINE
+    read = None
+    if limits.landlock and not limits.jail:
+        read = [*jail.landlock_read_paths(), grader_dir, venv_site]
+    code = boot + _INSPECTOR_BOOT.format(
+        memory=memory_mb * 2**20, cpu=int(seconds) + 1, paths=paths, read=read
+    )
     argv = [exe, "-I", "-S", "-B", "-c", code]
     env = dict(_ENV)
     if limits.jail:

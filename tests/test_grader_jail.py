@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ce_grader import jail as jail_module
 from ce_grader import sandbox
 from ce_grader.jail import jail_problem
 from ce_grader.sandbox import Limits, RunResult, _decode_value, _FrameReader
@@ -45,7 +46,7 @@ def flags(cells: str, expr: str = "np.array(flags, dtype=float)", limits: Limits
 
 
 def test_seccomp_allows_threads_and_refuses_new_processes():
-    code = sandbox.SECCOMP + (
+    code = sandbox.CONFINE + (
         "confine()\n"
         "import os, subprocess, threading\n"
         "out = []\n"
@@ -106,6 +107,35 @@ def test_the_jail_sees_and_writes_only_what_it_should():
     # sources, real library, home, venv: unreadable; no write outside /work; /work small only;
     # two processes (bwrap's init and the driver); no network; no SciPy
     assert got == [0, 0, 0, 0, 0, 1, 0, 2, 0, 0], got
+
+
+LANDLOCK = jail_module.landlock_problem()
+
+PROBE_LANDLOCK = PROBE_JAIL.replace("'/work/small'", "'small'").replace(
+    "flags.append(can_write('/work/big', 3 * 2**20))", "flags.append(0.0)"
+)
+PROBE_LANDLOCK = PROBE_LANDLOCK.replace(
+    "flags.append(float(len([p for p in os.listdir('/proc') if p.isdigit()])))  # processes seen",
+    f"flags.append(can_read('/proc/1/environ') + can_read({str(ROOT / 'README.md')!r}))",
+)
+
+
+@pytest.mark.skipif(LANDLOCK is not None, reason=f"no Landlock here: {LANDLOCK}")
+def test_landlock_confines_a_run_without_namespaces():
+    res = flags(PROBE_LANDLOCK, limits=Limits(cell_seconds=5.0, disk_mb=1, jail=False, landlock=True))
+    assert res.failure is None and not res.cell_errors, (res.failure, res.cell_errors)
+    got = res.probes[0].value.tolist()
+    # sources, real library, home: unreadable; the venv's folder exists (no mount namespace hides
+    # it); no write outside the scratch folder, a small file in it; another process's
+    # files and the repository unreadable; no network; no SciPy
+    assert got == [0, 0, 0, 1, 0, 1, 0, 0, 0, 0], got
+
+
+@pytest.mark.skipif(LANDLOCK is not None, reason=f"no Landlock here: {LANDLOCK}")
+def test_landlock_runs_are_stopped_when_their_folder_outgrows_the_disk_limit():
+    code = "for i in range(8):\n    open(f'f{i}', 'wb').write(b'x' * 2**19)\nimport time; time.sleep(5)"
+    res = flags(code, limits=Limits(cell_seconds=10.0, disk_mb=1, jail=False, landlock=True))
+    assert res.failure is not None and "more than 1 MB" in res.failure, res.failure
 
 
 def test_unjailed_runs_still_have_one_process_and_their_limits():
@@ -227,7 +257,7 @@ def test_forged_markers_do_not_extend_the_time_limit(jail):
 
 
 def test_grading_refuses_without_a_jail_and_says_how_to_enable_it(tmp_path):
-    env = {**os.environ, "CE_GRADER_BWRAP": str(tmp_path / "no-bwrap")}
+    env = {**os.environ, "CE_GRADER_BWRAP": str(tmp_path / "no-bwrap"), "CE_GRADER_LANDLOCK": "off"}
     done = subprocess.run(
         [sys.executable, "-m", "ce_grader", "grade", str(ROOT / "homework/hw1_softmax.md"), str(tmp_path)],
         capture_output=True,

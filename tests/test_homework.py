@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from ce_grader import grader
-from ce_grader.jail import jail_problem
+from ce_grader.jail import jail_problem, landlock_problem
 from ce_grader.notebook import (
     AssignmentError,
     load_assignment,
@@ -257,7 +257,7 @@ def test_missing_answer_cell_scores_zero_for_that_question(tmp_path):
 # --------------------------------------------------------------------------
 
 JAILED = jail_problem() is None
-ISOLATION = [*(["jail"] if JAILED else []), "unsafe"]
+ISOLATION = [*(["jail"] if JAILED else []), *(["landlock"] if landlock_problem() is None else []), "unsafe"]
 
 HOSTILE = {
     # fixture: (points per question, substrings expected in the reasons)
@@ -267,7 +267,8 @@ HOSTILE = {
     ),
     "exit_kernel.cells": (
         {"q1": 3, "q2": 0, "q3": 0, "q4": 0},
-        {"q2": "exited with status 0", "q3": "SIGKILL", "q4": "SIGKILL"},
+        # no signal leaves the process (seccomp): killing itself or its group is refused
+        {"q2": "exited with status 0", "q3": "PermissionError", "q4": "PermissionError"},
     ),
     "memory_bomb.cells": ({"q1": 3, "q2": 0, "q3": 2, "q4": 0}, {"q2": "MemoryError", "q4": "MemoryError"}),
     "huge_print.cells": ({"q1": 3, "q2": 3, "q3": 2, "q4": 2}, {}),
@@ -291,7 +292,10 @@ HOSTILE = {
 def test_hostile_submission_gets_exactly_its_honest_score(fixture, isolate, tmp_path):
     points, why = HOSTILE[fixture]
     sub = submission_with(HW1, fixture_cells(fixture, OUTDIR=str(tmp_path)), tmp_path / "hostile.ipynb")
-    report = grade(HW1, sub, Limits(cell_seconds=1.0, notebook_seconds=60, jail=isolate == "jail"))
+    limits = Limits(
+        cell_seconds=1.0, notebook_seconds=60, jail=isolate == "jail", landlock=isolate == "landlock"
+    )
+    report = grade(HW1, sub, limits)
     assert report.jailed == (isolate == "jail")
     assert earned(report) == points, report.table()
     assert report.score == sum(points.values())
