@@ -56,7 +56,8 @@ def _add_limits(p: argparse.ArgumentParser, defaults) -> None:
         type=int,
         default=1,
         metavar="N",
-        help="submissions graded in parallel in a folder, questions otherwise (default 1)",
+        help="submissions graded in parallel (default 1); the questions of one submission run one "
+        "at a time, so that its limits are its own",
     )
     p.add_argument(
         "--unsafe-no-jail",
@@ -239,9 +240,7 @@ def _grade(args: argparse.Namespace, limits) -> int:
             return EXIT_SUBMISSION
         print(f"{len(reports)} submissions graded; gradebook: {csv_path}")
     else:
-        reports = [
-            grade_submission(assignment, args.submission, reference=reference, limits=limits, jobs=args.jobs)
-        ]
+        reports = [grade_submission(assignment, args.submission, reference=reference, limits=limits)]
         print(reports[0].table())
         if reports[0].error:
             print(f"error: {safe_text(reports[0].error, 300)}", file=sys.stderr)

@@ -366,7 +366,8 @@ def grade_bytes(
     limits : Limits, optional
         Sandbox limits (the notebook limit applies to this submission).
     jobs : int, default 1
-        Questions run in parallel.
+        Questions run in parallel. The command line keeps 1: with more, several
+        runs of the same submission exist at once, each with its own limits.
 
     Returns
     -------
