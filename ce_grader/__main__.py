@@ -283,9 +283,13 @@ def _check(args: argparse.Namespace, limits) -> int:
 
 
 def _isolated() -> None:
-    """Restart in isolated mode (``-I``) unless already there."""
+    """Restart in isolated mode (``-I``) unless already there; then make this process non-dumpable."""
     if not sys.flags.isolated:
         os.execv(sys.executable, [sys.executable, "-I", "-m", "ce_grader", *sys.argv[1:]])
+    if sys.platform.startswith("linux"):  # no other process of the same user may read or write our memory
+        import ctypes
+
+        ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE, 0
 
 
 if __name__ == "__main__":
