@@ -12,7 +12,9 @@ Denied with ``EPERM``: ``fork``, ``vfork``, ``clone`` without ``CLONE_THREAD``,
 ``execve``/``execveat`` (no other program runs), ``ptrace``, the
 ``process_vm_*`` calls, ``unshare``/``setns``/``mount``, ``bpf``,
 ``userfaultfd``, ``io_uring_setup``, ``perf_event_open``, the key-ring
-calls, ``socket`` (no network, whatever the namespaces) and every call that
+calls, System V IPC, ``memfd_create`` and POSIX message queues (memory the
+address-space limit would not count), ``socket`` (no network, whatever the
+namespaces) and every call that
 sends a signal (``kill``, ``tkill``, ``tgkill``, ``rt_*sigqueueinfo``,
 ``pidfd_send_signal``: without a PID namespace, the grader is another process
 of the same user). ``clone3`` gets ``ENOSYS`` so that the C library falls back to
@@ -40,6 +42,9 @@ _TABLES = {
             *(57, 58, 59, 101, 272, 308, 165, 322, 321, 323, 425, 298, 310, 311, 248, 249, 250),
             # socket kill tkill tgkill rt_sigqueueinfo rt_tgsigqueueinfo pidfd_send_signal
             *(41, 62, 200, 234, 129, 297, 424),
+            # memory outside the address-space limit: System V shared memory, semaphores and
+            # message queues, POSIX message queues, memfd_create, memfd_secret
+            *(29, 30, 31, 67, 64, 65, 66, 220, 68, 69, 70, 71, 240, 319, 447),
         ),
         56,
         435,
@@ -52,6 +57,8 @@ _TABLES = {
             *(221, 117, 97, 268, 40, 281, 280, 282, 425, 241, 270, 271, 217, 218, 219),
             # socket kill tkill tgkill rt_sigqueueinfo rt_tgsigqueueinfo pidfd_send_signal
             *(198, 129, 130, 131, 138, 240, 424),
+            # System V shared memory, semaphores, message queues; mq_open, memfd_create, memfd_secret
+            *(194, 195, 196, 197, 190, 191, 192, 193, 186, 187, 188, 189, 180, 279, 447),
         ),
         220,
         435,
@@ -88,8 +95,20 @@ def _program(machine):
     return b"".join(prog)
 
 
+def _drop_capabilities(libc):
+    """No capability at all (a grader run as root would otherwise lend its own to the run)."""
+    header = struct.pack("=Ii", 0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this process
+    data = ctypes.create_string_buffer(b"\0" * 24, 24)  # effective, permitted, inheritable: x 2
+    if libc.capset(ctypes.create_string_buffer(header, 8), data) != 0:
+        raise OSError(ctypes.get_errno(), "capset failed")
+
+
 def confine():
-    """Install the filter in this process (and every thread it starts later).
+    """Make this process non-dumpable, drop its capabilities, install the filter.
+
+    Non-dumpable: no other process of the same user can read or write its
+    memory or descriptors through ``/proc``, and it leaves no core file. The
+    filter holds for this process and every thread it starts later.
 
     Raises
     ------
@@ -107,6 +126,9 @@ def confine():
 
     prog = SockFprog(len(code) // 8, code)
     libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(4, 0, 0, 0, 0) != 0:  # PR_SET_DUMPABLE
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE) failed")
+    _drop_capabilities(libc)
     if libc.prctl(38, 1, 0, 0, 0) != 0:  # PR_SET_NO_NEW_PRIVS
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
     if libc.prctl(22, 2, ctypes.byref(prog), 0, 0) != 0:  # PR_SET_SECCOMP, SECCOMP_MODE_FILTER

@@ -4,8 +4,14 @@ Every run of student code (and every parse of a submission) happens in a fresh
 ``bwrap`` sandbox with
 
 * new user, PID, network, IPC, UTS and cgroup namespaces: no network, no view
-  of (or signal to) any process outside, and when its PID 1 ends every process
-  in it ends (``--die-with-parent`` ties it to the grader too);
+  of (or signal to) any process outside; the run is the jail's PID 1, so when
+  it ends every process in the jail ends (``--die-with-parent`` ties it to the
+  grader too), and there is no other process in the jail to tamper with;
+* the user 65534 ("nobody") inside its user namespace, the grader's own user
+  outside, with no capability in either (a grader run as root gives a
+  capability-less root outside: the jail has nothing such a process could
+  write to);
+* no ``/proc``: neither the kernel's settings nor the jail's own processes;
 * a file system made of read-only binds only: the system libraries
   (``/usr/lib``), the Python runtime (its ``site-packages`` hidden by empty
   read-only mounts), the packages the run needs (NumPy), and the pruned copy of
@@ -38,10 +44,21 @@ import subprocess
 import sys
 import sysconfig
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["JailUnavailable", "bwrap_executable", "jail_command", "jail_problem", "python_runtime"]
+__all__ = [
+    "JailCommand",
+    "JailUnavailable",
+    "bwrap_executable",
+    "jail_command",
+    "jail_problem",
+    "python_runtime",
+]
 
+#: The user the run is inside the jail ("nobody"). Outside, the user namespace maps it to the
+#: grader's own user, without any capability.
+JAIL_UID = 65534
 #: The writable scratch directory inside the jail.
 SCRATCH = "/work"
 #: Where the question's packages appear inside the jail.
@@ -123,14 +140,35 @@ def _hidden_dirs(prefix: str) -> list[str]:
     return sorted(p for p in hidden if os.path.isdir(p))
 
 
+@dataclass
+class JailCommand:
+    """A ``bwrap`` command line, the descriptors it binds, and how to start it.
+
+    Every read-only bind is passed to ``bwrap`` as a descriptor the grader
+    opened (``--ro-bind-fd``): what is bound is what the grader checked, even
+    if the path changes in between. Start it with
+    ``subprocess.Popen(cmd, pass_fds=fds, **popen, ...)`` and call
+    :meth:`close` afterwards.
+    """
+
+    cmd: list[str]
+    fds: list[int] = field(default_factory=list)
+    popen: dict = field(default_factory=dict)
+
+    def close(self) -> None:
+        for fd in self.fds:
+            os.close(fd)
+        self.fds = []
+
+
 def jail_command(
     argv: Sequence[str],
     binds: Sequence[tuple[str, str]],
     *,
     scratch_bytes: int,
     env: dict[str, str] | None = None,
-) -> list[str]:
-    """The ``bwrap`` command line that runs ``argv`` in a fresh jail.
+) -> JailCommand:
+    """The ``bwrap`` command that runs ``argv`` in a fresh jail.
 
     Parameters
     ----------
@@ -145,43 +183,52 @@ def jail_command(
 
     Returns
     -------
-    list of str
+    JailCommand
     """
     _, prefix = python_runtime()
-    cmd = [
-        bwrap_executable(),
+    jail = JailCommand([bwrap_executable()])
+    jail.cmd += [
         "--unshare-all",
         "--die-with-parent",
         "--new-session",
+        "--as-pid-1",  # no init process in the jail that the run could write into through /proc
         "--cap-drop",
         "ALL",
         "--hostname",
         "jail",
         "--uid",
-        "1000",
+        str(JAIL_UID),
         "--gid",
-        "1000",
+        str(JAIL_UID),
         "--clearenv",
     ]
     for key, value in (env or {}).items():
-        cmd += ["--setenv", key, value]
-    for d in ("/usr/lib", "/usr/lib64", "/usr/lib32"):
-        if os.path.isdir(d):
-            cmd += ["--ro-bind", d, d]
-    for link in ("/lib", "/lib64", "/lib32"):
-        if os.path.islink(link):
-            cmd += ["--symlink", os.readlink(link), link]
-        elif os.path.isdir(link):
-            cmd += ["--ro-bind", link, link]
-    if not prefix.startswith("/usr/"):
-        cmd += ["--ro-bind", prefix, prefix]
-    for d in _hidden_dirs(prefix):
-        cmd += ["--tmpfs", d, "--remount-ro", d]
-    for host, inside in binds:
-        cmd += ["--ro-bind", host, inside]
-    cmd += [
-        "--proc",
-        "/proc",
+        jail.cmd += ["--setenv", key, value]
+
+    def bind(host: str, inside: str) -> None:
+        fd = os.open(host, os.O_PATH | os.O_CLOEXEC)
+        jail.fds.append(fd)
+        jail.cmd.extend(["--ro-bind-fd", str(fd), inside])
+
+    try:
+        for d in ("/usr/lib", "/usr/lib64", "/usr/lib32"):
+            if os.path.isdir(d):
+                bind(d, d)
+        for link in ("/lib", "/lib64", "/lib32"):
+            if os.path.islink(link):
+                jail.cmd += ["--symlink", os.readlink(link), link]
+            elif os.path.isdir(link):
+                bind(link, link)
+        if not prefix.startswith("/usr/"):
+            bind(prefix, prefix)
+        for d in _hidden_dirs(prefix):
+            jail.cmd += ["--tmpfs", d, "--remount-ro", d]
+        for host, inside in binds:
+            bind(host, inside)
+    except OSError:
+        jail.close()
+        raise
+    jail.cmd += [  # no /proc: nothing of the kernel's settings or of the jail's own process to write to
         "--dev",
         "/dev",
         "--size",
@@ -202,7 +249,7 @@ def jail_command(
         "--",
         *argv,
     ]
-    return cmd
+    return jail
 
 
 def _kernel_hints() -> str:
@@ -228,13 +275,23 @@ def jail_problem() -> str | None:
         return f"the jail needs Linux (this is {sys.platform}). {HOW_TO_ENABLE}"
     try:
         exe, _ = python_runtime()
-        cmd = jail_command([exe, "-I", "-S", "-c", "print(6 * 7)"], [], scratch_bytes=1 << 20)
-    except JailUnavailable as exc:
+        jail = jail_command([exe, "-I", "-S", "-c", "print(6 * 7)"], [], scratch_bytes=1 << 20)
+    except (JailUnavailable, OSError) as exc:
         return str(exc)
     try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        done = subprocess.run(
+            jail.cmd,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+            pass_fds=jail.fds,
+            **jail.popen,
+        )
     except (OSError, subprocess.SubprocessError) as exc:
         return f"bwrap could not be started ({exc}). {HOW_TO_ENABLE}"
+    finally:
+        jail.close()
     if done.returncode != 0 or done.stdout.strip() != "42":
         said = " ".join(done.stderr.split())[:300]
         return f"bwrap cannot build a jail here: {said or 'no output'}{_kernel_hints()}. {HOW_TO_ENABLE}"

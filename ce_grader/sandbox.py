@@ -264,17 +264,21 @@ def run(
     with tempfile.TemporaryDirectory(prefix="run_", dir=_private_root()) as scratch:
         read_fd, write_fd = os.pipe()
         try:
-            argv, cwd = _command(limits, Path(scratch), allow, forbid, write_fd)
-            proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                pass_fds=(write_fd,),
-                cwd=cwd,
-                env=_ENV if not limits.jail else {},
-                start_new_session=True,
-            )
+            command, cwd = _command(limits, Path(scratch), allow, forbid, write_fd)
+            try:
+                proc = subprocess.Popen(
+                    command.cmd,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    pass_fds=(write_fd, *command.fds),
+                    cwd=cwd,
+                    env=_ENV if not limits.jail else {},
+                    start_new_session=True,
+                    **command.popen,
+                )
+            finally:
+                command.close()
         finally:
             os.close(write_fd)
         try:
@@ -338,12 +342,12 @@ def _job(cells, seconds, setup, probes, limits, budget, allow, forbid) -> tuple[
     return _block(json.dumps(job).encode("utf-8")), hidden
 
 
-def _command(limits: Limits, scratch: Path, allow, forbid, fd: int) -> tuple[list[str], str]:
+def _command(limits: Limits, scratch: Path, allow, forbid, fd: int) -> tuple[jail.JailCommand, str]:
     """The command line and working directory of one run (the channel keeps its number ``fd``)."""
     exe, _ = jail.python_runtime()
     argv = [exe, "-I", "-S", "-B", "-c", DRIVER, str(fd)]
     if not limits.jail:
-        return argv, str(scratch)
+        return jail.JailCommand(argv), str(scratch)
     binds = [(str(library_dir(allow, forbid) / "ce_lib"), f"{jail.LIB}/ce_lib")]
     binds += [(host, f"{jail.SITE}/{name}") for host, name in _numpy_dirs()]
     env = {**_ENV, "HOME": jail.SCRATCH, "TMPDIR": jail.SCRATCH, "PATH": "/usr/bin"}
@@ -577,23 +581,30 @@ def inspect(job: dict, data: bytes, limits: Limits, *, seconds: float = 60.0, me
     env = dict(_ENV)
     if limits.jail:
         binds = [(grader_dir, "/jail/grader"), (venv_site, "/jail/venv")]
-        argv = jail.jail_command(argv, binds, scratch_bytes=16 * 2**20, env={**env, "HOME": jail.SCRATCH})
+        command = jail.jail_command(argv, binds, scratch_bytes=16 * 2**20, env={**env, "HOME": jail.SCRATCH})
         env = {}
+    else:
+        command = jail.JailCommand(argv)
     limit = 2 * len(data) + (1 << 20)
     with tempfile.TemporaryFile(dir=_private_root()) as feed:
         payload = json.dumps(job).encode("utf-8")
         feed.write(_block(payload) + _block(data))
         feed.seek(0)
         with tempfile.TemporaryDirectory(dir=_private_root()) as cwd:
-            proc = subprocess.Popen(
-                argv,
-                stdin=feed,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-                cwd=cwd if not limits.jail else "/",
-                env=env,
-                start_new_session=True,
-            )
+            try:
+                proc = subprocess.Popen(
+                    command.cmd,
+                    stdin=feed,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.DEVNULL,
+                    pass_fds=command.fds,
+                    cwd=cwd if not limits.jail else "/",
+                    env=env,
+                    start_new_session=True,
+                    **command.popen,
+                )
+            finally:
+                command.close()
             try:
                 raw, problem = _read_capped(proc, limit, time.monotonic() + seconds)
             finally:
