@@ -22,7 +22,6 @@ row, with the reason.
 
 from __future__ import annotations
 
-import builtins
 import importlib
 import time
 from collections.abc import Callable, Sequence
@@ -53,10 +52,6 @@ __all__ = [
 
 Reference = dict[str, list[np.ndarray]]
 
-#: Exception names a student may see in feedback (a class name of their own could carry data).
-_BUILTIN_ERRORS = frozenset(
-    n for n, v in vars(builtins).items() if isinstance(v, type) and issubclass(v, BaseException)
-)
 
 
 @dataclass
@@ -64,8 +59,10 @@ class QuestionResult:
     """The grade of one question.
 
     ``reason`` is for the instructor (exception messages included);
-    ``feedback`` is for the student: it never quotes anything the student's
-    code printed or raised after the hidden inputs reached it.
+    ``feedback`` is for the student: for a hidden check it says only which
+    check failed and one of a few fixed words (wrong values, wrong shape, wrong
+    type, raised an exception, did not finish in time), never anything the
+    student's code returned or raised after the hidden inputs reached it.
     """
 
     id: str
@@ -246,13 +243,26 @@ def compute_reference(assignment: Assignment, limits: Limits | None = None, jobs
     return dict(zip([q.id for q in qs], _map(one, qs, jobs), strict=True))
 
 
+def _student_failure(failure: str) -> str:
+    """Why a run ended early, in fixed words (an exit status is the student's to choose)."""
+    if "time limit" in failure:
+        return "did not finish within the time limit"
+    if "more than" in failure:
+        return "the run wrote or sent more than its limit"
+    return "the run ended before this check"
+
+
 def _student_problem(problem: str) -> str:
-    """A comparison problem, in words that do not reveal the expected value."""
-    if problem.startswith(("wrong value", "values differ")):
-        return "wrong values"
+    """A comparison problem in a few fixed words: nothing the result or the hidden inputs decide.
+
+    The student's code saw the hidden inputs before it returned; whatever of its
+    result the feedback quoted (a shape, a dtype, a message) could carry them out.
+    """
     if problem.startswith("the result has shape"):
-        return problem.split(";")[0] + ", not the expected shape"
-    return problem
+        return "wrong shape"
+    if problem.startswith("the result has dtype"):
+        return "wrong type"
+    return "wrong values"
 
 
 def _grade_question(
@@ -278,15 +288,11 @@ def _grade_question(
         out = res.probes.get(j)
         if out is None:
             problem = res.failure or "no result came back"
-            said = problem
+            said = _student_failure(problem)
         elif out.error is not None:
             problem = f"raised {out.error}"
-            name = out.error_type if out.error_type in _BUILTIN_ERRORS else "an exception"
-            said = (
-                "did not finish within the time limit"
-                if out.error_type == "CellTimeout"
-                else f"raised {name}"
-            )
+            timed_out = out.error_type == "CellTimeout"
+            said = "did not finish within the time limit" if timed_out else "raised an exception"
         else:
             assert out.value is not None
             problem = compare_values(out.value, expected[j], chk.rtol, chk.atol)

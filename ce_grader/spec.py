@@ -170,6 +170,10 @@ def compare_values(got: np.ndarray, want: np.ndarray, rtol: float, atol: float) 
     """
     if got.dtype.kind not in _NUMERIC_KINDS:
         return f"the result has dtype {got.dtype}, not a number"
+    if _family(got.dtype) != _family(want.dtype):
+        return f"the result has dtype {got.dtype}; expected {want.dtype}"
+    if got.dtype.kind in "fc" and got.dtype.itemsize < want.dtype.itemsize:
+        return f"the result has dtype {got.dtype}, less precise than the expected {want.dtype}"
     if got.shape != want.shape:
         return f"the result has shape {got.shape}; expected shape {want.shape}"
     if want.dtype.kind in "biu":
@@ -190,6 +194,11 @@ def compare_values(got: np.ndarray, want: np.ndarray, rtol: float, atol: float) 
             else "non-finite values where finite ones are expected"
         )
     return f"values differ in {int(bad.sum())} of {bad.size} entries ({worst}; rtol {rtol:g}, atol {atol:g})"
+
+
+def _family(dtype: np.dtype) -> str:
+    """Booleans, integers (signed or not), real or complex floating point: a result must match."""
+    return {"b": "bool", "i": "int", "u": "int", "f": "float", "c": "complex"}[dtype.kind]
 
 
 def _short(a: np.ndarray) -> str:

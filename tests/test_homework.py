@@ -493,8 +493,13 @@ def test_compare_values():
     assert "shape" in compare_values(np.ones(3), np.ones((1, 3)), 1e-7, 0)
     assert "differ" in compare_values(np.array([np.nan]), np.array([1.0]), 1e-7, 0)
     assert compare_values(np.array([np.nan, np.inf]), np.array([np.nan, np.inf]), 1e-7, 0) is None
-    assert "wrong value" in compare_values(np.array(3.0), np.array(2), 0, 0)
-    assert compare_values(np.array(2.0), np.array(2), 0, 0) is None
+    assert "wrong value" in compare_values(np.array(3), np.array(2), 0, 0)
+    assert compare_values(np.array(2, dtype=np.int32), np.array(2), 0, 0) is None
+    # a right-looking value of the wrong kind or precision is wrong (threat model, class 10)
+    assert "dtype" in compare_values(np.array(2.0), np.array(2), 0, 0)
+    assert "less precise" in compare_values(np.float32([1.0, 2.0]), np.array([1.0, 2.0]), 1e-3, 0)
+    assert "dtype" in compare_values(np.array([1.0 + 0j]), np.array([1.0]), 1e-7, 0)
+    assert "dtype" in compare_values(np.array([True]), np.array([1]), 0, 0)
     assert "not a number" in compare_values(np.array(["a"]), np.array([1.0]), 0, 0)
 
 
