@@ -212,10 +212,12 @@ def _grade(args: argparse.Namespace, limits) -> int:
             check_writable_target(csv_path, "gradebook")
         if args.json:
             check_writable_target(args.json, "JSON report")
-        if args.feedback:
-            args.feedback.mkdir(parents=True, exist_ok=True)
-            if args.feedback.is_symlink() or not args.feedback.is_dir():
+        if args.feedback:  # a new or empty folder: nothing can have been planted in it
+            if args.feedback.is_symlink() or (args.feedback.exists() and not args.feedback.is_dir()):
                 raise OutputError(f"the feedback folder {args.feedback} is a link or not a folder")
+            args.feedback.mkdir(parents=True, exist_ok=True)
+            if any(args.feedback.iterdir()):
+                raise OutputError(f"the feedback folder {args.feedback} is not empty; give a new one")
     except (OutputError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_SUBMISSION
@@ -223,7 +225,8 @@ def _grade(args: argparse.Namespace, limits) -> int:
     if folder:
 
         def show(r) -> None:
-            tail = f"  ({safe_text(r.error, 200)})" if r.error else ""
+            why = r.error or r.warning
+            tail = f"  ({safe_text(why, 200)})" if why else ""
             print(f"{r.submission}: {r.score:g}/{r.max_score:g}{tail}", flush=True)
 
         try:
@@ -248,24 +251,41 @@ def _grade(args: argparse.Namespace, limits) -> int:
         if args.json:
             data = [r.to_dict() for r in reports] if folder else reports[0].to_dict()
             atomic_write(args.json, json.dumps(data, indent=2).encode("utf-8"), what="JSON report")
-        if args.feedback:
-            _write_feedback(reports, args.feedback)
+        if args.feedback and not _write_feedback(reports, args.feedback):
+            return EXIT_SUBMISSION
     except OutputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_SUBMISSION
     return EXIT_SUBMISSION if not folder and reports[0].error else EXIT_OK
 
 
-def _write_feedback(reports, folder: Path) -> None:
-    """One text file per submission; names made from the submission's, unique and harmless."""
-    from .output import atomic_write
+def _write_feedback(reports, folder: Path) -> bool:
+    """One text file per submission, with a harmless name no other submission's can take.
 
+    Returns whether every file was written; one that cannot be does not stop the others.
+    """
+    from .output import OutputError, atomic_write
+
+    used: set[str] = set()
+    failed = 0
     for r in reports:
         name = r.submission.removesuffix(".ipynb")
         stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:80].strip("._") or "submission"
-        tag = hashlib.sha256(r.submission.encode("utf-8", "replace")).hexdigest()[:8]
-        atomic_write(folder / f"{stem}-{tag}.txt", r.feedback_text().encode("utf-8"), what="feedback file")
-    print(f"{len(reports)} feedback files in {folder}")
+        tag = hashlib.sha256(r.submission.encode("utf-8", "replace")).hexdigest()[:16]
+        file = f"{stem}-{tag}.txt"
+        n = 1
+        while file.lower() in used:  # distinct names, also on case-insensitive file systems
+            n += 1
+            file = f"{stem}-{tag}-{n}.txt"
+        used.add(file.lower())
+        try:
+            atomic_write(folder / file, r.feedback_text().encode("utf-8"), what="feedback file")
+        except OutputError as exc:
+            failed += 1
+            print(f"error: {exc}", file=sys.stderr)
+    tail = f"; {failed} could not be written" if failed else ""
+    print(f"{len(reports) - failed} feedback files in {folder}{tail}")
+    return failed == 0
 
 
 def _check(args: argparse.Namespace, limits) -> int:

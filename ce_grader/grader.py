@@ -53,7 +53,6 @@ __all__ = [
 Reference = dict[str, list[np.ndarray]]
 
 
-
 @dataclass
 class QuestionResult:
     """The grade of one question.
@@ -82,6 +81,7 @@ class GradeReport:
     submission: str
     questions: list[QuestionResult] = field(default_factory=list)
     error: str | None = None
+    warning: str | None = None
     jailed: bool = False
     isolation: str = ""
     seconds: float = 0.0
@@ -96,7 +96,7 @@ class GradeReport:
 
     @property
     def status(self) -> str:
-        return "error" if self.error else "graded"
+        return "error" if self.error else "check" if self.warning else "graded"
 
     def table(self) -> str:
         """The report as printed by ``python -m ce_grader grade`` (every string made safe)."""
@@ -106,6 +106,8 @@ class GradeReport:
         lines = [f"{self.assignment}: {safe_text(self.submission, 200)}"]
         if self.error:
             lines.append(f"error: {safe_text(self.error, 300)}")
+        if self.warning:
+            lines.append(f"check: {safe_text(self.warning, 300)}")
         for r in rows:
             lines.append(f"{r[0]:<{widths[0]}}  {r[1]:>{widths[1]}}  {r[2]:>{widths[2]}}  {r[3]}".rstrip())
         lines.append(f"Score: {_num(self.score)}/{_num(self.max_score)}")
@@ -381,7 +383,7 @@ def grade_bytes(
     """
     limits = limits or Limits()
     start = time.monotonic()
-    report = GradeReport(assignment.name, safe_text(name, 200), jailed=limits.jail, isolation=limits.mode)
+    report = GradeReport(assignment.name, safe_text(name, 1000), jailed=limits.jail, isolation=limits.mode)
     try:
         reply = sandbox.inspect(_static_job(assignment, suffix), data, limits)
         if "error" in reply:
@@ -497,22 +499,27 @@ def grade_folder(
     if reference is None:
         reference = compute_reference(assignment, limits, jobs)
     entries = collect(Path(folder))
+    names = _distinct([e.name for e in entries])
 
-    def one(entry: Entry) -> GradeReport:
+    def one(item: tuple[Entry, str]) -> GradeReport:
+        entry, name = item
         if entry.data is None:
-            report = GradeReport(assignment.name, entry.name, jailed=limits.jail, isolation=limits.mode)
+            report = GradeReport(assignment.name, name, jailed=limits.jail, isolation=limits.mode)
             return _error_report(report, assignment, entry.problem or "not graded", time.monotonic())
-        return grade_bytes(
-            assignment, entry.name, entry.data, Path(entry.name).suffix, reference=reference, limits=limits
+        report = grade_bytes(
+            assignment, name, entry.data, Path(entry.name).suffix, reference=reference, limits=limits
         )
+        report.warning = getattr(entry, "note", None)  # graded, but the instructor must look at it
+        return report
 
     reports: list[GradeReport] = []
+    items = list(zip(entries, names, strict=True))
     if jobs <= 1:
-        iterator = map(one, entries)
+        iterator = map(one, items)
         pool = None
     else:
         pool = ThreadPoolExecutor(max_workers=jobs)
-        iterator = pool.map(one, entries)
+        iterator = pool.map(one, items)
     try:
         for report in iterator:
             reports.append(report)
@@ -522,6 +529,16 @@ def grade_folder(
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
     return reports
+
+
+def _distinct(names: list[str]) -> list[str]:
+    """The names, with `` [2]``, `` [3]`` ... added where shortened names came out the same."""
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        out.append(name if seen[name] == 1 else f"{name} [{seen[name]}]")
+    return out
 
 
 def write_gradebook(reports: Sequence[GradeReport], assignment: Assignment, path: str | Path) -> Path:
@@ -546,6 +563,8 @@ def write_gradebook(reports: Sequence[GradeReport], assignment: Assignment, path
     for r in reports:
         earned = {q.id: q.earned for q in r.questions}
         reason = r.error or "; ".join(f"{q.id}: {q.reason}" for q in r.questions if q.reason)
+        if r.warning:
+            reason = f"{r.warning}; {reason}" if reason else r.warning
         rows.append(
             [
                 r.submission,
