@@ -396,8 +396,12 @@ def grade_bytes(
             answered = bool(answers.get(q.id))
             if verdicts[q.id] or (q.solution and not answered):
                 return _grade_question(q, None, [], verdicts[q.id], reference[q.id], answered)
-            res, labels = _run_question(assignment, q, answers, limits, deadline)
-            return _grade_question(q, res, labels, None, reference[q.id], answered)
+            try:
+                res, labels = _run_question(assignment, q, answers, limits, deadline)
+                return _grade_question(q, res, labels, None, reference[q.id], answered)
+            except Exception as exc:  # anything unforeseen costs this question, not the others
+                why = f"the grader could not grade this question ({type(exc).__name__})"
+                return QuestionResult(q.id, 0.0, float(q.points), why, 0, len(q.checks), [why])
 
         report.questions = _map(one, list(assignment.questions.values()), jobs)
     except Exception as exc:  # one submission costs at most its own row

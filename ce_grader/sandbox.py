@@ -518,7 +518,10 @@ def _decode_value(payload: bytes) -> ProbeOutcome:
     dtype = np.dtype(dtype_text)
     if int(np.prod(shape, dtype=object)) * dtype.itemsize != len(raw):
         return bad
-    return ProbeOutcome(value=np.frombuffer(raw, dtype=dtype).reshape(shape))  # read-only, no copy
+    try:  # a shape with zero elements may still be too large for NumPy to describe
+        return ProbeOutcome(value=np.frombuffer(raw, dtype=dtype).reshape(shape))  # read-only, no copy
+    except (ValueError, MemoryError, OverflowError):
+        return bad
 
 
 def _describe_exit(code: int | None) -> str:
