@@ -3,8 +3,11 @@
 :mod:`ce_grader.output` turns untrusted text into one printable line and inert
 spreadsheet cells, and writes the grader's own files atomically without ever
 following a planted link. :mod:`ce_grader.collect` reads every submission into
-memory without following links, refuses hard links, named pipes and oversized
-files without reading them, and shows hostile file names safely. Tests that
+memory without following links, refuses named pipes, oversized files, hard links
+to a file outside the folder and files beyond its memory budget without reading
+them, notices a file or folder replaced between its walk and its read, grades a
+file hard-linked inside the folder under each name with a note, and shows
+hostile file names safely. Tests that
 involve a named pipe run in a thread with a timeout, so a regression makes
 them fail instead of hanging the suite.
 """
@@ -12,6 +15,7 @@ them fail instead of hanging the suite.
 from __future__ import annotations
 
 import csv
+import inspect
 import io
 import os
 import re
@@ -25,7 +29,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ce_grader import collect as collect_module
-from ce_grader.collect import MAX_DEPTH, CollectError, Entry, collect
+from ce_grader.collect import MAX_DEPTH, CollectError, Entry, collect, read_one
 from ce_grader.output import (
     OutputError,
     atomic_write,
@@ -353,6 +357,22 @@ def _by_name(entries: list[Entry]) -> dict[str, Entry]:
     return {e.name: e for e in entries}
 
 
+def _count_reads(monkeypatch, most: int = 10_000_000) -> list[int]:
+    """Record the size of every :func:`os.read`; refuse to read more than `most` bytes in all."""
+    sizes: list[int] = []
+    real_read = os.read
+
+    def counting_read(fd, n):
+        if sum(sizes) + n > most + collect_module._CHUNK:
+            raise MemoryError(f"the test refuses to read more than {most} bytes")
+        data = real_read(fd, n)
+        sizes.append(len(data))
+        return data
+
+    monkeypatch.setattr(os, "read", counting_read)
+    return sizes
+
+
 def test_collect_reads_a_normal_folder_completely(tmp_path):
     (tmp_path / "alice.ipynb").write_bytes(b'{"alice": 1}')
     (tmp_path / "group b").mkdir()
@@ -381,6 +401,9 @@ def test_entry_has_exactly_one_of_data_and_problem():
         Entry("x.ipynb")
     with pytest.raises(ValueError, match="exactly one"):
         Entry("x.ipynb", data=b"", problem="both")
+    with pytest.raises(ValueError, match="a note goes only with data"):
+        Entry("x.ipynb", problem="not graded", note="the same file as y.ipynb")
+    assert Entry("x.ipynb", data=b"", note="n").note == "n"
 
 
 def test_collect_refuses_symlinked_files_inside_and_outside(tmp_path):
@@ -408,13 +431,53 @@ def test_collect_does_not_block_on_a_fifo(tmp_path):
     assert entries["carol.ipynb"].data == b"carol"
 
 
-def test_collect_refuses_hard_links(tmp_path):
+def test_collect_grades_a_file_whose_names_are_all_inside_under_each_name(tmp_path, monkeypatch):
     (tmp_path / "alice.ipynb").write_bytes(b"alice's work")
-    os.link(tmp_path / "alice.ipynb", tmp_path / "mallory.ipynb")
+    (tmp_path / "mallory").mkdir()
+    os.link(tmp_path / "alice.ipynb", tmp_path / "mallory" / "copy.ipynb")
+    (tmp_path / ".stash").mkdir()  # names that are not submissions are inside the folder too
+    os.link(tmp_path / "alice.ipynb", tmp_path / ".stash" / "x.ipynb")
+    os.link(tmp_path / "alice.ipynb", tmp_path / "mallory" / "notes.txt")
+    (tmp_path / "bob.ipynb").write_bytes(b"bob")
+    read = _count_reads(monkeypatch)
     entries = _by_name(collect(tmp_path))
-    for name in ("alice.ipynb", "mallory.ipynb"):
-        assert entries[name].problem == "not graded: a hard link (the same file has another name)"
-    assert (tmp_path / "alice.ipynb").read_bytes() == b"alice's work"
+    assert sorted(entries) == ["alice.ipynb", "bob.ipynb", "mallory/copy.ipynb"]
+    assert entries["alice.ipynb"].data == entries["mallory/copy.ipynb"].data == b"alice's work"
+    assert entries["alice.ipynb"].note == (
+        "the same file as mallory/copy.ipynb: graded under each name; decide who wrote it"
+    )
+    assert entries["mallory/copy.ipynb"].note == (
+        "the same file as alice.ipynb: graded under each name; decide who wrote it"
+    )
+    assert entries["bob.ipynb"].note is None
+    assert sum(read) == len(b"alice's work") + len(b"bob")  # the hard-linked file was read once
+
+
+def test_collect_note_lists_a_few_names_and_escapes_them(tmp_path):
+    (tmp_path / "a\x1b.ipynb").write_bytes(b"a")
+    for i in range(7):
+        os.link(tmp_path / "a\x1b.ipynb", tmp_path / f"{i}\n.ipynb")
+    entries = _by_name(collect(tmp_path))
+    assert entries["a\\x1b.ipynb"].note == (
+        "the same file as 0\\n.ipynb, 1\\n.ipynb, 2\\n.ipynb, 3\\n.ipynb, 4\\n.ipynb and 2 more: "
+        "graded under each name; decide who wrote it"
+    )
+    assert all(e.data == b"a" for e in entries.values())
+
+
+def test_collect_refuses_a_hard_link_to_a_file_outside_the_folder(tmp_path):
+    folder = tmp_path / "subs"
+    folder.mkdir()
+    secret = tmp_path / "solutions.ipynb"
+    secret.write_bytes(b"the solution")
+    os.link(secret, folder / "mallory.ipynb")
+    os.link(secret, folder / "eve.ipynb")  # two names inside, a third outside
+    (folder / "alice.ipynb").write_bytes(b"alice")
+    entries = _by_name(collect(folder))
+    for name in ("mallory.ipynb", "eve.ipynb"):
+        assert entries[name].problem == "not graded: a hard link to a file outside the submissions folder"
+    assert entries["alice.ipynb"].data == b"alice"
+    assert secret.read_bytes() == b"the solution"
 
 
 def test_collect_refuses_oversized_files_without_reading_them(tmp_path, monkeypatch):
@@ -423,15 +486,7 @@ def test_collect_refuses_oversized_files_without_reading_them(tmp_path, monkeypa
         f.truncate(2 * 1024**3)  # sparse: 2 GB that take no disk space
     (tmp_path / "small.ipynb").write_bytes(b"12345")
     (tmp_path / "limit.ipynb").write_bytes(b"1234")
-    read_sizes = []
-    real_read = os.read
-
-    def counting_read(fd, n):
-        data = real_read(fd, n)
-        read_sizes.append(len(data))
-        return data
-
-    monkeypatch.setattr(os, "read", counting_read)
+    read_sizes = _count_reads(monkeypatch)
     entries = _by_name(collect(tmp_path, max_bytes=4))
     assert entries["huge.ipynb"].problem == "not graded: 2147483648 bytes, more than the limit of 4"
     assert entries["small.ipynb"].problem == "not graded: 5 bytes, more than the limit of 4"
@@ -455,7 +510,9 @@ def test_collect_notices_a_file_swapped_between_listing_and_reading(tmp_path, mo
 
     monkeypatch.setattr(os, "open", swapping_open)
     (entry,) = collect(tmp_path)
-    assert entry.problem == "not graded: the file was replaced while it was being read"
+    assert entry.problem == (
+        "not graded: the file or a folder above it was replaced while the folder was being read"
+    )
 
 
 def test_collect_refuses_a_symlinked_root(tmp_path):
@@ -516,8 +573,6 @@ def test_collect_refuses_too_many_entries(tmp_path):
     assert len(collect(tmp_path, max_entries=4)) == 4
     with pytest.raises(CollectError, match="more than 3 submissions"):
         collect(tmp_path, max_entries=3)
-    with pytest.raises(CollectError, match="more than 2 bytes in total"):
-        collect(tmp_path, max_total_bytes=2)
 
 
 def test_collect_unreadable_file_costs_its_own_row(tmp_path, monkeypatch):
@@ -536,17 +591,219 @@ def test_collect_unreadable_file_costs_its_own_row(tmp_path, monkeypatch):
     assert entries["ok.ipynb"].data == b"ok"
 
 
-def test_collect_an_unexpected_error_costs_its_own_row(tmp_path, monkeypatch):
+@pytest.mark.parametrize("phase", ["walk", "read"])
+def test_collect_an_unexpected_error_costs_its_own_row(tmp_path, monkeypatch, phase):
     (tmp_path / "a.ipynb").write_bytes(b"a")
     (tmp_path / "b.ipynb").write_bytes(b"b")
+    if phase == "walk":
+        real_visit = collect_module._Walk.visit
 
-    def broken(self, dir_fd, name, rel, st):
-        if name == "a.ipynb":
-            raise RuntimeError("surprise\x1b[2J")
-        return real(self, dir_fd, name, rel, st)
+        def broken_visit(self, dir_fd, name, *args):
+            if name == "a.ipynb":
+                raise RuntimeError("surprise\x1b[2J")
+            return real_visit(self, dir_fd, name, *args)
 
-    real = collect_module._Collector.read
-    monkeypatch.setattr(collect_module._Collector, "read", broken)
+        monkeypatch.setattr(collect_module._Walk, "visit", broken_visit)
+    else:
+        real_read = collect_module._read_checked
+
+        def broken_read(fd, seen, *args):
+            if seen.st_size == 1 and os.read(fd, 1) == b"a":
+                raise RuntimeError("surprise\x1b[2J")
+            os.lseek(fd, 0, os.SEEK_SET)
+            return real_read(fd, seen, *args)
+
+        monkeypatch.setattr(collect_module, "_read_checked", broken_read)
     entries = _by_name(collect(tmp_path))
     assert entries["a.ipynb"].problem == "not graded: cannot read it (surprise?[2J)"
     assert entries["b.ipynb"].data == b"b"
+
+
+# --- collect: the memory budget ---------------------------------------------------------------------
+
+
+def test_collect_reads_the_smallest_files_that_fit_the_memory_budget(tmp_path, monkeypatch):
+    for name in ("alice.ipynb", "bob.ipynb", "carol/hw.ipynb"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_bytes(b"s" * 100_000)
+    (tmp_path / "mallory").mkdir()
+    for name in ("big2.ipynb", "big1.ipynb"):
+        (tmp_path / "mallory" / name).write_bytes(b"B" * 600_000)
+    with open(tmp_path / "mallory" / "huge.ipynb", "wb") as f:
+        f.truncate(2 * 1024**3)  # sparse: 2 GB that take no disk space, and that the test would not hold
+    read = _count_reads(monkeypatch, most=1_000_000)
+    entries = _by_name(collect(tmp_path, max_bytes=3 * 1024**3, max_total_bytes=1_000_000))
+    graded = {name for name, e in entries.items() if e.data is not None}
+    assert graded == {"alice.ipynb", "bob.ipynb", "carol/hw.ipynb", "mallory/big1.ipynb"}  # 900 KB
+    assert entries["mallory/big1.ipynb"].data == b"B" * 600_000
+    budget = "not graded: the class's files exceed the grader's memory budget of 1 MB; "
+    assert entries["mallory/big2.ipynb"].problem == budget + "this file (0.6 MB) is among the largest"
+    assert entries["mallory/huge.ipynb"].problem == budget + "this file (2147.5 MB) is among the largest"
+    assert sum(read) == 900_000  # the files beyond the budget were never read
+
+
+def test_collect_memory_budget_takes_the_smallest_first_and_ties_by_name(tmp_path):
+    for name, size in [("a.ipynb", 500), ("b.ipynb", 300), ("c.ipynb", 300), ("d.ipynb", 300)]:
+        (tmp_path / name).write_bytes(b"x" * size)
+    entries = collect(tmp_path, max_total_bytes=700)
+    assert [e.name for e in entries if e.data is not None] == ["b.ipynb", "c.ipynb"]
+
+
+def test_collect_memory_budget_costs_rows_never_the_class(tmp_path):
+    for i in range(4):
+        (tmp_path / f"{i}.ipynb").write_bytes(b"x")
+    entries = collect(tmp_path, max_total_bytes=2)
+    assert [e.data for e in entries[:2]] == [b"x", b"x"]
+    assert [e.problem for e in entries[2:]] == [
+        "not graded: the class's files exceed the grader's memory budget of less than 0.1 MB; "
+        "this file (less than 0.1 MB) is among the largest"
+    ] * 2
+    assert inspect.signature(collect).parameters["max_total_bytes"].default == 256_000_000
+
+
+def test_collect_a_hard_linked_file_counts_once_against_the_budget(tmp_path):
+    (tmp_path / "a.ipynb").write_bytes(b"a" * 600)
+    os.link(tmp_path / "a.ipynb", tmp_path / "b.ipynb")
+    (tmp_path / "c.ipynb").write_bytes(b"c" * 400)
+    entries = _by_name(collect(tmp_path, max_total_bytes=1000))
+    assert all(e.data is not None for e in entries.values())
+
+
+# --- collect: changes between the walk and the read -------------------------------------------------
+
+
+def _between_phases(monkeypatch, change: Callable[[], None]) -> None:
+    """Call `change` after collect's walk and before it reads any file."""
+    real_choose = collect_module._choose
+
+    def choose_then_change(*args):
+        chosen = real_choose(*args)
+        change()
+        return chosen
+
+    monkeypatch.setattr(collect_module, "_choose", choose_then_change)
+
+
+def _record_opens(monkeypatch) -> set[tuple[int, int]]:
+    """Record ``(st_dev, st_ino)`` of everything :func:`os.open` opens."""
+    opened: set[tuple[int, int]] = set()
+    real_open = os.open
+
+    def recording_open(path, flags, mode=0o777, *, dir_fd=None):
+        fd = real_open(path, flags, mode, dir_fd=dir_fd)
+        st = os.fstat(fd)
+        opened.add((st.st_dev, st.st_ino))
+        return fd
+
+    monkeypatch.setattr(os, "open", recording_open)
+    return opened
+
+
+def _identity(path: Path) -> tuple[int, int]:
+    st = os.lstat(path)
+    return (st.st_dev, st.st_ino)
+
+
+def _replace_with(path: Path, replacement: Path) -> None:
+    """Rename `path` away and put `replacement` in its place."""
+    path.rename(path.with_name(path.name + ".old"))
+    replacement.rename(path)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        "folder becomes a link to a folder outside",
+        "folder becomes another folder",
+        "file becomes a link",
+        "file becomes another file",
+    ],
+)
+def test_collect_notices_a_file_or_folder_replaced_between_walk_and_read(tmp_path, monkeypatch, change):
+    folder = tmp_path / "subs"
+    (folder / "mallory" / "hw").mkdir(parents=True)
+    (folder / "mallory" / "hw" / "m.ipynb").write_bytes(b"mallory's work")
+    (folder / "alice").mkdir()
+    (folder / "alice" / "a.ipynb").write_bytes(b"alice")
+    outside = tmp_path / "instructor" / "hw"
+    outside.mkdir(parents=True)
+    (outside / "m.ipynb").write_bytes(b"THE SOLUTION!!")  # the same size as mallory's work
+    decoy = folder / ".decoy"  # hidden, and inside the folder so that a rename can put it in place
+    decoy.mkdir()
+    (decoy / "m.ipynb").write_bytes(b"THE SOLUTION!!")
+
+    def swap() -> None:
+        if change == "folder becomes a link to a folder outside":
+            (folder / "link").symlink_to(outside)
+            _replace_with(folder / "mallory" / "hw", folder / "link")
+        elif change == "folder becomes another folder":
+            _replace_with(folder / "mallory" / "hw", decoy)
+        elif change == "file becomes a link":
+            (folder / "link").symlink_to(outside / "m.ipynb")
+            _replace_with(folder / "mallory" / "hw" / "m.ipynb", folder / "link")
+        else:
+            _replace_with(folder / "mallory" / "hw" / "m.ipynb", decoy / "m.ipynb")
+
+    never_opened = {_identity(outside), _identity(outside / "m.ipynb")}
+    if change != "file becomes another file":  # only fstat can tell a file put in place by a rename
+        never_opened.add(_identity(decoy / "m.ipynb"))
+    _between_phases(monkeypatch, swap)
+    opened = _record_opens(monkeypatch)
+    entries = _by_name(collect(folder))
+    assert entries["mallory/hw/m.ipynb"].problem == (
+        "not graded: the file or a folder above it was replaced while the folder was being read"
+    )
+    assert entries["alice/a.ipynb"].data == b"alice"
+    assert all(e.data != b"THE SOLUTION!!" for e in entries.values())
+    assert not opened & never_opened  # no link followed, no file in a replacement folder even opened
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ("grows", "not graded: the file changed size while the folder was being read"),
+        (
+            "linked outside",
+            "not graded: the file gained or lost a name (a hard link) while the folder was being read",
+        ),
+    ],
+)
+def test_collect_notices_a_file_changed_between_walk_and_read(tmp_path, monkeypatch, change, problem):
+    folder = tmp_path / "subs"
+    folder.mkdir()
+    (folder / "m.ipynb").write_bytes(b"small")
+    (folder / "a.ipynb").write_bytes(b"alice")
+
+    def modify() -> None:
+        if change == "grows":
+            (folder / "m.ipynb").write_bytes(b"x" * 100)
+        else:
+            os.link(folder / "m.ipynb", tmp_path / "outside.ipynb")
+
+    _between_phases(monkeypatch, modify)
+    entries = _by_name(collect(folder))
+    assert entries["m.ipynb"].problem == problem
+    assert entries["a.ipynb"].data == b"alice"
+
+
+# --- read_one ---------------------------------------------------------------------------------------
+
+
+def test_read_one_reads_a_plain_file_and_refuses_links_and_special_files(tmp_path):
+    (tmp_path / "alice.ipynb").write_bytes(b"alice")
+    (tmp_path / "shared.ipynb").write_bytes(b"shared")
+    os.link(tmp_path / "shared.ipynb", tmp_path / "mallory.ipynb")
+    (tmp_path / "eve.ipynb").symlink_to(tmp_path / "alice.ipynb")
+    (tmp_path / "folder.ipynb").mkdir()
+    os.mkfifo(tmp_path / "fifo.ipynb")
+    assert read_one(tmp_path / "alice.ipynb") == Entry("alice.ipynb", data=b"alice")
+    for name in ("shared.ipynb", "mallory.ipynb"):
+        assert read_one(tmp_path / name).problem == "not graded: a hard link (the same file has another name)"
+    assert read_one(tmp_path / "eve.ipynb").problem.startswith("not graded: a symbolic link (to ")
+    assert read_one(tmp_path / "folder.ipynb").problem == "not graded: a folder, not a regular file"
+    fifo = _run_briefly(lambda: read_one(tmp_path / "fifo.ipynb"), tmp_path / "fifo.ipynb")
+    assert fifo.problem == "not graded: a named pipe (FIFO), not a regular file"
+    assert read_one(tmp_path / "missing.ipynb").problem == "not graded: the file does not exist"
+    assert read_one(tmp_path / "alice.ipynb", max_bytes=4).problem == (
+        "not graded: 5 bytes, more than the limit of 4"
+    )
