@@ -66,12 +66,38 @@ _TABLES = {
 }
 
 
+# Without the jail's size-limited scratch folder (Landlock, or no confinement), a run may not
+# change the file system at all: (call number, index of its flags argument) of open calls that
+# are refused when they ask to write or create; and the calls that create, remove or change files.
+_WRITE_FLAGS = 1 | 2 | 0o100 | 0o1000 | 0o2000 | 0o20000000  # O_WRONLY O_RDWR O_CREAT O_TRUNC O_APPEND
+_NO_WRITES = {  # __O_TMPFILE
+    "x86_64": (
+        ((2, 1), (257, 2)),  # open, openat
+        # creat openat2 truncate mkdir mkdirat mknod mknodat link linkat symlink symlinkat rename
+        # renameat renameat2 unlink unlinkat rmdir chmod fchmod fchmodat chown fchown lchown fchownat
+        (
+            *(85, 437, 76, 83, 258, 133, 259, 86, 265, 88, 266, 82, 264, 316, 87, 263),
+            *(84, 90, 91, 268, 92, 93, 94, 260),
+        ),
+    ),
+    "aarch64": (
+        ((56, 2),),  # openat
+        # openat2 truncate mkdirat mknodat linkat symlinkat renameat renameat2 unlinkat fchmod
+        # fchmodat fchown fchownat
+        (437, 45, 34, 33, 37, 36, 38, 276, 35, 52, 53, 55, 54),
+    ),
+}
+
+
 def _insn(code, jt, jf, k):
     return struct.pack("=HBBI", code, jt, jf, k)
 
 
-def _program(machine):
+def _program(machine, no_writes=False):
     arch, denied, clone, clone3 = _TABLES[machine]
+    if no_writes:
+        opens, changes = _NO_WRITES[machine]
+        denied = (*denied, *changes)
     ld_abs, jeq, jge, jset, ret = 0x20, 0x15, 0x35, 0x45, 0x06
     prog = [
         _insn(ld_abs, 0, 0, 4),  # seccomp_data.arch
@@ -83,6 +109,14 @@ def _program(machine):
         prog += [_insn(jge, 0, 1, 0x40000000), _insn(ret, 0, 0, _KILL_PROCESS)]
     for nr in denied:
         prog += [_insn(jeq, 0, 1, nr), _insn(ret, 0, 0, _ERRNO_EPERM)]
+    for nr, arg in opens if no_writes else ():
+        prog += [
+            _insn(jeq, 0, 4, nr),
+            _insn(ld_abs, 0, 0, 16 + 8 * arg),  # low 32 bits of the flags
+            _insn(jset, 0, 1, _WRITE_FLAGS),
+            _insn(ret, 0, 0, _ERRNO_EPERM),
+            _insn(ret, 0, 0, _ALLOW),  # an open for reading
+        ]
     prog += [
         _insn(jeq, 0, 1, clone3),
         _insn(ret, 0, 0, _ERRNO_ENOSYS),
@@ -103,12 +137,14 @@ def _drop_capabilities(libc):
         raise OSError(ctypes.get_errno(), "capset failed")
 
 
-def confine():
+def confine(no_writes=False):
     """Make this process non-dumpable, drop its capabilities, install the filter.
 
     Non-dumpable: no other process of the same user can read or write its
     memory or descriptors through ``/proc``, and it leaves no core file. The
-    filter holds for this process and every thread it starts later.
+    filter holds for this process and every thread it starts later. With
+    ``no_writes`` (the modes without the jail's scratch folder), no file may be
+    opened for writing, created, removed, renamed or changed in its mode.
 
     Raises
     ------
@@ -119,7 +155,7 @@ def confine():
     machine = platform.machine()
     if machine not in _TABLES:
         raise OSError(f"no seccomp table for the {machine} architecture")
-    code = _program(machine)
+    code = _program(machine, no_writes)
 
     class SockFprog(ctypes.Structure):
         _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_char_p)]

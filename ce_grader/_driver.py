@@ -69,9 +69,10 @@ def main():
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     # few descriptors: without the jail's tmpfs, an unlinked open file is disk the grader cannot see
     resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
-    confine()  # noqa: F821 -- defined by _confine.py, which is prepended to this text
-    if job["landlock"] is not None:  # no bubblewrap jail: Landlock limits the files instead
-        restrict_files(job["landlock"]["read"], [os.getcwd()])  # noqa: F821 -- from _confine.py
+    # without the jail's size-limited scratch folder, the run may not write any file
+    confine(no_writes=not job["scratch"])  # noqa: F821 -- defined by _confine.py, prepended to this text
+    if job["landlock"] is not None:  # no bubblewrap jail: Landlock limits what it reads instead
+        restrict_files(job["landlock"]["read"], [])  # noqa: F821 -- from _confine.py
 
     sys.path[:0] = job["paths"]
     sys.dont_write_bytecode = True
@@ -96,12 +97,14 @@ def main():
     namespace = {"__name__": "__main__", "__builtins__": builtins, "get_ipython": _IPythonStub}
 
     def report(step, exc):
-        try:
-            kind = type(exc).__name__
-            text = str(exc)
+        try:  # an exception may have a non-string name, a __str__ that raises, a huge message
+            kind, text = type(exc).__name__, str(exc)
+            if not isinstance(kind, str) or not isinstance(text, str):
+                raise TypeError
+            payload = (kind[:80] + "\0" + text[:400]).encode("utf-8", "replace")
         except BaseException:
-            kind, text = "Exception", "an exception that cannot be printed"
-        send(b"E", step, (kind[:80] + "\0" + text[:400]).encode("utf-8", "replace"))
+            payload = b"Exception\0an exception that cannot be printed"
+        send(b"E", step, payload)
 
     def timed(seconds, fn):
         allowed[0] = float(seconds)

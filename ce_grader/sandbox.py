@@ -282,8 +282,7 @@ def run(
         finally:
             os.close(write_fd)
         try:
-            watch = None if limits.jail else Path(scratch)
-            _supervise(proc, read_fd, job, inputs, len(cells), probes, limits, clock, result, watch)
+            _supervise(proc, read_fd, job, inputs, len(cells), probes, limits, clock, result)
         finally:
             try:
                 os.killpg(proc.pid, signal.SIGKILL)
@@ -331,6 +330,7 @@ def _job(cells, seconds, setup, probes, limits, budget, allow, forbid) -> tuple[
         "setup": setup,
         "paths": paths,
         "landlock": landlock,
+        "scratch": limits.jail,
         "limits": {
             "cell_seconds": limits.cell_seconds,
             "memory_bytes": limits.memory_mb * 2**20,
@@ -354,28 +354,7 @@ def _command(limits: Limits, scratch: Path, allow, forbid, fd: int) -> tuple[jai
     return jail.jail_command(argv, binds, scratch_bytes=limits.disk_mb * 2**20, env=env), "/"
 
 
-def _scratch_problem(folder: Path, limits: Limits) -> str | None:
-    """Without the jail's size-limited tmpfs: the scratch folder's size, measured from outside."""
-    total, count, stack = 0, 0, [str(folder)]
-    while stack:
-        try:
-            with os.scandir(stack.pop()) as entries:
-                for entry in entries:
-                    count += 1
-                    if count > 10_000:
-                        return "the process wrote more than 10000 files; it was killed"
-                    if entry.is_dir(follow_symlinks=False):
-                        stack.append(entry.path)
-                    else:
-                        total += entry.stat(follow_symlinks=False).st_blocks * 512
-        except OSError:
-            continue
-    if total > limits.disk_mb * 2**20:
-        return f"the process wrote more than {limits.disk_mb} MB; it was killed"
-    return None
-
-
-def _supervise(proc, read_fd, job, inputs, n_cells, probes, limits, clock, result, watch=None) -> None:
+def _supervise(proc, read_fd, job, inputs, n_cells, probes, limits, clock, result) -> None:
     """Feed the job, read frames until the process is done or out of time, enforcing every limit."""
     assert proc.stdin is not None
     out_fd = proc.stdin.fileno()
@@ -392,9 +371,6 @@ def _supervise(proc, read_fd, job, inputs, n_cells, probes, limits, clock, resul
             now = time.monotonic()
             if now >= clock.stop:
                 result.failure = "the time limit of this question was reached; the process was killed"
-                return
-            if watch is not None and (problem := _scratch_problem(watch, limits)):
-                result.failure = problem
                 return
             events = sel.select(timeout=min(0.2, clock.stop - now))
             for key, _ in events:

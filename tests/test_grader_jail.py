@@ -118,6 +118,7 @@ def test_the_jail_sees_and_writes_only_what_it_should():
 
 
 LANDLOCK = jail_module.landlock_problem()
+needs_landlock = pytest.mark.skipif(LANDLOCK is not None, reason=f"no Landlock here: {LANDLOCK}")
 
 PROBE_LANDLOCK = PROBE_JAIL.replace("'/work/small'", "'small'").replace(
     "flags.append(can_write('/work/big', 3 * 2**20))", "flags.append(0.0)"
@@ -128,22 +129,33 @@ PROBE_LANDLOCK = PROBE_LANDLOCK.replace(
 )
 
 
-@pytest.mark.skipif(LANDLOCK is not None, reason=f"no Landlock here: {LANDLOCK}")
+@needs_landlock
 def test_landlock_confines_a_run_without_namespaces():
-    res = flags(PROBE_LANDLOCK, limits=Limits(cell_seconds=5.0, disk_mb=1, jail=False, landlock=True))
+    res = flags(PROBE_LANDLOCK, limits=Limits(cell_seconds=5.0, jail=False, landlock=True))
     assert res.failure is None and not res.cell_errors, (res.failure, res.cell_errors)
     got = res.probes[0].value.tolist()
     # sources, real library, home: unreadable; the venv's folder exists (no mount namespace hides
-    # it); no write outside the scratch folder, a small file in it; another process's
-    # files and the repository unreadable; no network; no SciPy
-    assert got == [0, 0, 0, 1, 0, 1, 0, 0, 0, 0], got
+    # it); no file written anywhere (there is no scratch folder without the jail); another
+    # process's files and the repository unreadable; no network; no SciPy
+    assert got == [0, 0, 0, 1, 0, 0, 0, 0, 0, 0], got
 
 
-@pytest.mark.skipif(LANDLOCK is not None, reason=f"no Landlock here: {LANDLOCK}")
-def test_landlock_runs_are_stopped_when_their_folder_outgrows_the_disk_limit():
-    code = "for i in range(8):\n    open(f'f{i}', 'wb').write(b'x' * 2**19)\nimport time; time.sleep(5)"
-    res = flags(code, limits=Limits(cell_seconds=10.0, disk_mb=1, jail=False, landlock=True))
-    assert res.failure is not None and "more than 1 MB" in res.failure, res.failure
+@pytest.mark.parametrize("landlock", [pytest.param(True, marks=needs_landlock), False])
+def test_without_the_jail_a_run_cannot_write_any_file(landlock, tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("untouched")
+    code = (
+        "import os\n"
+        f"for f in [lambda: open('new', 'w'), lambda: open({str(victim)!r}, 'a'),\n"
+        f"          lambda: os.unlink({str(victim)!r}), lambda: os.mkdir('d')]:\n"
+        "    try:\n"
+        "        f(); flags.append(1)\n"
+        "    except OSError:\n"
+        "        flags.append(0)"
+    )
+    res = flags(code, limits=Limits(cell_seconds=5.0, jail=False, landlock=landlock))
+    assert res.probes[0].value.tolist() == [0, 0, 0, 0], res
+    assert victim.read_text() == "untouched"
 
 
 def test_unjailed_runs_still_have_one_process_and_their_limits():
