@@ -928,9 +928,7 @@ def test_planted_link_at_an_output_is_refused(stem, tmp_path):
     assert victim.read_text() == "VICTIM\n"
     assert os.listdir(victim_dir) == []
     assert not (tmp_path / "outside" / "created-through-the-link.csv").exists()
-    if not case.startswith("feedback-file"):  # refused before any grading
-        assert "ada.ipynb:" not in done.stdout, done.stdout
-        assert done.seconds < 30, done.seconds
+    assert "ada.ipynb:" not in done.stdout, f"refused only after grading: {done.stdout}"
 
 
 def test_refuses_to_grade_without_isolation(tmp_path):
