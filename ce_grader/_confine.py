@@ -33,6 +33,9 @@ _KILL_PROCESS = 0x80000000
 _CLONE_THREAD = 0x00010000
 
 # architecture: (AUDIT_ARCH value, denied calls, clone, clone3)
+#: prlimit64, allowed only on the calling process itself (pid 0): without a PID namespace, a run
+#: could otherwise lower the limits of the grader or of a classmate's run.
+_PRLIMIT = {"x86_64": 302, "aarch64": 261}
 _TABLES = {
     "x86_64": (
         0xC000003E,
@@ -45,6 +48,10 @@ _TABLES = {
             # memory outside the address-space limit: System V shared memory, semaphores and
             # message queues, POSIX message queues, memfd_create, memfd_secret
             *(29, 30, 31, 67, 64, 65, 66, 220, 68, 69, 70, 71, 240, 319, 447),
+            # calls that act on another process: setpriority sched_setparam sched_setscheduler
+            # sched_setaffinity sched_setattr ioprio_set pidfd_open migrate_pages move_pages kcmp
+            # process_madvise process_mrelease
+            *(141, 142, 144, 203, 314, 251, 434, 256, 279, 312, 440, 448),
         ),
         56,
         435,
@@ -59,6 +66,9 @@ _TABLES = {
             *(198, 129, 130, 131, 138, 240, 424),
             # System V shared memory, semaphores, message queues; mq_open, memfd_create, memfd_secret
             *(194, 195, 196, 197, 190, 191, 192, 193, 186, 187, 188, 189, 180, 279, 447),
+            # setpriority sched_setparam sched_setscheduler sched_setaffinity sched_setattr ioprio_set
+            # pidfd_open migrate_pages move_pages kcmp process_madvise process_mrelease
+            *(140, 118, 119, 122, 274, 30, 434, 238, 239, 272, 440, 448),
         ),
         220,
         435,
@@ -78,13 +88,17 @@ _NO_WRITES = {  # __O_TMPFILE
         (
             *(85, 437, 76, 83, 258, 133, 259, 86, 265, 88, 266, 82, 264, 316, 87, 263),
             *(84, 90, 91, 268, 92, 93, 94, 260),
+            # utime utimes futimesat utimensat setxattr lsetxattr fsetxattr removexattr
+            # lremovexattr fremovexattr
+            *(132, 235, 261, 280, 188, 189, 190, 197, 198, 199),
         ),
     ),
     "aarch64": (
         ((56, 2),),  # openat
         # openat2 truncate mkdirat mknodat linkat symlinkat renameat renameat2 unlinkat fchmod
-        # fchmodat fchown fchownat
-        (437, 45, 34, 33, 37, 36, 38, 276, 35, 52, 53, 55, 54),
+        # fchmodat fchown fchownat utimensat setxattr lsetxattr fsetxattr removexattr
+        # lremovexattr fremovexattr
+        (437, 45, 34, 33, 37, 36, 38, 276, 35, 52, 53, 55, 54, 88, 5, 6, 7, 14, 15, 16),
     ),
 }
 
@@ -109,6 +123,13 @@ def _program(machine, no_writes=False):
         prog += [_insn(jge, 0, 1, 0x40000000), _insn(ret, 0, 0, _KILL_PROCESS)]
     for nr in denied:
         prog += [_insn(jeq, 0, 1, nr), _insn(ret, 0, 0, _ERRNO_EPERM)]
+    prog += [
+        _insn(jeq, 0, 4, _PRLIMIT[machine]),
+        _insn(ld_abs, 0, 0, 16),  # the pid
+        _insn(jeq, 1, 0, 0),
+        _insn(ret, 0, 0, _ERRNO_EPERM),
+        _insn(ret, 0, 0, _ALLOW),
+    ]
     for nr, arg in opens if no_writes else ():
         prog += [
             _insn(jeq, 0, 4, nr),

@@ -37,8 +37,16 @@ def uses_ipython_syntax(source: str) -> bool:
         return any(line.lstrip().startswith(("%", "!")) for line in source.splitlines())
 
 
+#: IPython's transformation re-reads a cell once per magic: cells beyond these sizes are left as
+#: they are (and fail in the jail, as they would in Jupyter, which gives up after 500 passes).
+_TRANSFORM_MAX_LINES = 2_000
+_TRANSFORM_MAX_CHARS = 200_000
+
+
 def transform(source: str) -> str:
     """IPython syntax (magics, ``!cmd``) to plain Python, when IPython is installed."""
+    if len(source) > _TRANSFORM_MAX_CHARS or source.count("\n") > _TRANSFORM_MAX_LINES:
+        return source
     if not uses_ipython_syntax(source):
         return source
     try:
@@ -154,13 +162,13 @@ def find_forbidden(
     for source in setup:
         try:
             _collect_aliases(parse(transform(source)), aliases)
-        except SyntaxError:
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
             pass
     trees = []
     for label, source in cells:
         try:
             tree = parse(source)
-        except (SyntaxError, ValueError):
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
             continue  # it will fail in the jail and be reported there
         _collect_aliases(tree, aliases)
         trees.append((label, tree))

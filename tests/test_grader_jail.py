@@ -51,7 +51,7 @@ def test_seccomp_allows_threads_and_refuses_new_processes():
         "import os, subprocess, threading\n"
         "out = []\n"
         "t = threading.Thread(target=lambda: out.append('thread')); t.start(); t.join()\n"
-        "import ctypes, socket\n"
+        "import ctypes, resource, socket\n"
         "libc = ctypes.CDLL(None, use_errno=True)\n"
         "def shm():\n"
         "    if libc.shmget(0, 1 << 20, 0o1600) < 0:\n"
@@ -59,7 +59,8 @@ def test_seccomp_allows_threads_and_refuses_new_processes():
         "for name, f in [('fork', os.fork), ('spawn', lambda: subprocess.run(['true'])),\n"
         "                ('exec', lambda: os.execv('/bin/true', ['true'])), ('shm', shm),\n"
         "                ('memfd', lambda: os.memfd_create('x')), ('socket', socket.socket),\n"
-        "                ('kill', lambda: os.kill(os.getpid(), 0))]:\n"
+        "                ('kill', lambda: os.kill(os.getpid(), 0)),\n"
+        "                ('prlimit', lambda: resource.prlimit(os.getppid(), resource.RLIMIT_NOFILE))]:\n"
         "    try:\n"
         "        f(); out.append(name)\n"
         "    except PermissionError:\n"
@@ -67,7 +68,7 @@ def test_seccomp_allows_threads_and_refuses_new_processes():
         "print(' '.join(out))\n"
     )
     done = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, timeout=60)
-    expected = "thread no fork no spawn no exec no shm no memfd no socket no kill"
+    expected = "thread no fork no spawn no exec no shm no memfd no socket no kill no prlimit"
     assert done.stdout.split("\n")[0] == expected, done.stdout + done.stderr
 
 
