@@ -182,8 +182,8 @@ def main(argv: list[str] | None = None) -> int:
         if mode == "landlock":
             print(
                 "note: no bubblewrap jail here, so each run is confined with Landlock instead: it reads "
-                "only Python, NumPy and its copy of ce_lib, writes only its scratch folder, has no network "
-                "and cannot signal other processes, but it runs as you and sees your processes. "
+                "only Python, NumPy and its copy of ce_lib, writes no file, has no network and cannot "
+                "signal or change other processes, but it runs as you and can learn their ids. "
                 f"(bubblewrap: {why})",
                 file=sys.stderr,
             )
