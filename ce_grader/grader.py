@@ -82,7 +82,6 @@ class GradeReport:
     questions: list[QuestionResult] = field(default_factory=list)
     error: str | None = None
     warning: str | None = None
-    jailed: bool = False
     isolation: str = ""
     seconds: float = 0.0
 
@@ -93,6 +92,11 @@ class GradeReport:
     @property
     def max_score(self) -> float:
         return sum(q.possible for q in self.questions)
+
+    @property
+    def jailed(self) -> bool:
+        """Whether the submission's code ran in the bubblewrap jail."""
+        return self.isolation == "bwrap"
 
     @property
     def status(self) -> str:
@@ -383,7 +387,7 @@ def grade_bytes(
     """
     limits = limits or Limits()
     start = time.monotonic()
-    report = GradeReport(assignment.name, safe_text(name, 1000), jailed=limits.jail, isolation=limits.mode)
+    report = GradeReport(assignment.name, safe_text(name, 1000), isolation=limits.mode)
     try:
         reply = sandbox.inspect(_static_job(assignment, suffix), data, limits)
         if "error" in reply:
@@ -454,7 +458,7 @@ def grade_submission(
     entry = read_one(path)
     if entry.problem is not None:
         name = safe_text(str(path), 200)
-        report = GradeReport(assignment.name, name, jailed=limits.jail, isolation=limits.mode)
+        report = GradeReport(assignment.name, name, isolation=limits.mode)
         return _error_report(report, assignment, entry.problem, time.monotonic())
     assert entry.data is not None
     report = grade_bytes(
@@ -508,7 +512,7 @@ def grade_folder(
     def one(item: tuple[Entry, str]) -> GradeReport:
         entry, name = item
         if entry.data is None:
-            report = GradeReport(assignment.name, name, jailed=limits.jail, isolation=limits.mode)
+            report = GradeReport(assignment.name, name, isolation=limits.mode)
             return _error_report(report, assignment, entry.problem or "not graded", time.monotonic())
         report = grade_bytes(
             assignment, name, entry.data, Path(entry.name).suffix, reference=reference, limits=limits

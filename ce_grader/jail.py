@@ -147,13 +147,12 @@ class JailCommand:
     Every read-only bind is passed to ``bwrap`` as a descriptor the grader
     opened (``--ro-bind-fd``): what is bound is what the grader checked, even
     if the path changes in between. Start it with
-    ``subprocess.Popen(cmd, pass_fds=fds, **popen, ...)`` and call
-    :meth:`close` afterwards.
+    ``subprocess.Popen(cmd, pass_fds=fds, ...)`` and call :meth:`close`
+    afterwards.
     """
 
     cmd: list[str]
     fds: list[int] = field(default_factory=list)
-    popen: dict = field(default_factory=dict)
 
     def close(self) -> None:
         for fd in self.fds:
@@ -286,7 +285,6 @@ def jail_problem() -> str | None:
             timeout=60,
             stdin=subprocess.DEVNULL,
             pass_fds=jail.fds,
-            **jail.popen,
         )
     except (OSError, subprocess.SubprocessError) as exc:
         return f"bwrap could not be started ({exc}). {HOW_TO_ENABLE}"

@@ -135,7 +135,6 @@ class RunResult:
     cell_errors: dict[int, str] = field(default_factory=dict)
     probes: dict[int, ProbeOutcome] = field(default_factory=dict)
     failure: str | None = None
-    jailed: bool = False
 
 
 # --------------------------------------------------------------------------
@@ -153,17 +152,29 @@ def _private_root() -> Path:
     return root
 
 
-def _grader_copy() -> Path:
-    """The snapshot of the grader's modules, written once into the private directory."""
+def _built_once(target: Path, fill) -> Path:
+    """``target`` in the private directory, filled by ``fill(staging)`` once and moved in whole.
+
+    Several grading threads may ask at once; a half-written directory is never seen.
+    """
     with _ROOT_LOCK:
-        target = _private_root() / "grader"
         if not target.exists():
             staging = Path(tempfile.mkdtemp(dir=_private_root()))
-            (staging / "ce_grader").mkdir()
-            for name, text in _GRADER_FILES.items():
-                (staging / "ce_grader" / name).write_text(text, encoding="utf-8")
+            fill(staging)
+            target.parent.mkdir(exist_ok=True)
             staging.rename(target)
     return target
+
+
+def _write_package(folder: Path, package: str, files: dict[str, str]) -> None:
+    (folder / package).mkdir()
+    for name, text in files.items():
+        (folder / package / name).write_text(text, encoding="utf-8")
+
+
+def _grader_copy() -> Path:
+    """The snapshot of the grader's modules, written once into the private directory."""
+    return _built_once(_private_root() / "grader", lambda d: _write_package(d, "ce_grader", _GRADER_FILES))
 
 
 @functools.cache
@@ -180,33 +191,31 @@ def library_dir(allow: tuple[str, ...] | None, forbid: tuple[str, ...]) -> Path:
     """A directory holding the ``ce_lib`` package one question's jail gets (built once per question kind)."""
     files = library_for(allow, forbid)
     key = hashlib.sha256(json.dumps([allow, forbid]).encode()).hexdigest()[:16]
-    with _ROOT_LOCK:
-        target = _private_root() / "lib" / key
-        if not target.exists():
-            staging = Path(tempfile.mkdtemp(dir=_private_root()))
-            (staging / "ce_lib").mkdir()
-            for name, text in files.items():
-                (staging / "ce_lib" / name).write_text(text, encoding="utf-8")
-            target.parent.mkdir(exist_ok=True)
-            staging.rename(target)
-    return target
+    return _built_once(_private_root() / "lib" / key, lambda d: _write_package(d, "ce_lib", files))
 
 
 def _unsafe_site() -> Path:
     """Unjailed runs: a directory with links to NumPy only (not the whole site-packages)."""
-    with _ROOT_LOCK:  # two grading threads may ask at once
-        site = _private_root() / "site"
-        if not site.exists():
-            staging = Path(tempfile.mkdtemp(dir=_private_root()))
-            for host, name in _numpy_dirs():
-                (staging / name).symlink_to(host)
-            staging.rename(site)
-    return site
+
+    def fill(folder: Path) -> None:
+        for host, name in _numpy_dirs():
+            (folder / name).symlink_to(host)
+
+    return _built_once(_private_root() / "site", fill)
 
 
 # --------------------------------------------------------------------------
 # Running
 # --------------------------------------------------------------------------
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    """Kill the run's whole process group (it started a new session) and reap it."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    proc.wait()
 
 
 def _block(data: bytes) -> bytes:
@@ -256,7 +265,7 @@ def run(
         student_seconds=sum(seconds[setup:]) + limits.cell_seconds * len(probes) + _SLACK_SECONDS,
         hard=hard,
     )
-    result = RunResult(jailed=limits.jail)
+    result = RunResult()
     if hard - start <= 0:
         result.failure = "no time left within the notebook time limit"
         return result
@@ -275,7 +284,6 @@ def run(
                     cwd=cwd,
                     env=_ENV if not limits.jail else {},
                     start_new_session=True,
-                    **command.popen,
                 )
             finally:
                 command.close()
@@ -284,11 +292,7 @@ def run(
         try:
             _supervise(proc, read_fd, job, inputs, len(cells), probes, limits, clock, result)
         finally:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-            proc.wait()
+            _kill(proc)
             os.close(read_fd)
     return result
 
@@ -580,18 +584,13 @@ def inspect(job: dict, data: bytes, limits: Limits, *, seconds: float = 60.0, me
                     cwd=cwd if not limits.jail else "/",
                     env=env,
                     start_new_session=True,
-                    **command.popen,
                 )
             finally:
                 command.close()
             try:
                 raw, problem = _read_capped(proc, limit, time.monotonic() + seconds)
             finally:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
-                proc.wait()
+                _kill(proc)
                 assert proc.stdout is not None
                 proc.stdout.close()
     if problem:
